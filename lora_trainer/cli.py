@@ -1,0 +1,271 @@
+"""``python -m lora_trainer <command>``: the standalone face over the core (INTERFACES.md §1).
+
+Flags are generated from the config dataclasses, so ``--help`` shows the same one-line help as the tab's
+tooltips. Exit codes: 0 success, 2 bad input (one line on stderr), 130 cancelled (Ctrl-C saves what it
+has), 1 anything else (traceback in the log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from . import __version__
+from .config import TrainConfig, field_meta, from_dict, load_file
+from .errors import UserError
+
+log = logging.getLogger("lora_trainer")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+# name -> (help, add_arguments, run); filled at the bottom and by the issues that add commands.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One flag per dataclass field, help and choices from the field metadata; default None = not given."""
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        md = f.metadata
+        g = groups.setdefault(md.get("group", "options"), p.add_argument_group(md.get("group", "options")))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{md.get('help', '')} (default: {default})"
+        if isinstance(default, bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            g.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper() if "choices" not in md else None,
+                           choices=md.get("choices"), help=help_text)
+
+
+def config_from_args(cls, args: argparse.Namespace, base: Optional[dict] = None):
+    """Defaults < preset ``base`` < ``--config`` file < flags."""
+    data: dict = dict(base or {})
+    if getattr(args, "config", None):
+        data.update(load_file(args.config))
+    for name in field_meta(cls):
+        v = getattr(args, name, None)
+        if v is not None:
+            data[name] = v
+    return from_dict(cls, data)
+
+
+def _device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _setup_logging(log_file: Optional[Path]) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        h = logging.FileHandler(log_file, encoding="utf-8")
+        h.setLevel(logging.DEBUG)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(h)
+        log.setLevel(logging.INFO)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file of options; flags override it")
+    p.add_argument("--base-model", metavar="PATH", default=None,
+                   help="diffusers folder or .safetensors checkpoint (default: the embedded toy model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+
+
+# --------------------------------------------------------------------------------------------- train
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", help="kohya train folder (N_name subfolders) or a folder of images "
+                                                 "with captions (default: the toy world's demo set)")
+    p.add_argument("--output-dir", metavar="DIR", help="where the LoRA files go (default: ./lora_trainer_output/<name>)")
+    p.add_argument("--resume", metavar="JOB_DIR", help="continue an interrupted run from its job folder")
+    _common(p)
+    add_config_flags(p, TrainConfig)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .models import default_dataset, load_backend
+
+    backend, preset = load_backend(args.base_model, _device(args.device))
+    cfg = config_from_args(TrainConfig, args, preset)
+    data = Path(args.data) if args.data else default_dataset()
+    from .training.data import parse_kohya_dirname, scan_dataset
+
+    name = cfg.name
+    if not name:
+        first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None)
+        name = parse_kohya_dirname(first.name)[1] if first else data.name
+        cfg = dataclasses.replace(cfg, name=_safe_name(name))
+    out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
+    scan = scan_dataset(data, cfg.repeats)
+    from .training.loop import forecast
+
+    fc = forecast(cfg, scan.num_samples)
+    print(f"{scan.num_images} images × repeats × {cfg.epochs} epochs ÷ batch {cfg.batch_size} = {fc['steps']} steps "
+          f"on {backend.name} ({backend.device.type})", file=sys.stderr)
+    if scan.missing_captions:
+        print(f"warning: {len(scan.missing_captions)} images have no caption (.txt/.caption), e.g. "
+              f"{scan.missing_captions[0].name}: they train on the folder name", file=sys.stderr)
+    return run_job(out, "train", cfg, lambda ctx: _train_job(ctx, backend, scan, cfg, out))
+
+
+def _safe_name(name: str) -> str:
+    from .config import sanitize_name
+
+    return sanitize_name(name)
+
+
+def _train_job(ctx, backend, scan, cfg, out: Path) -> dict:
+    from .training.loop import Callbacks, Trainer
+
+    bar = _Bar()
+    cb = Callbacks(on_progress=lambda p: (ctx.progress(p), bar.update(p)), on_log=ctx.log)
+    try:
+        res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name).run()
+    finally:
+        bar.close()
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return {"output": str(res.output) if res.output else None, "saved": [str(s) for s in res.saved],
+            "steps": res.steps, "total_steps": res.total_steps, "loss": res.final_loss, "cancelled": res.cancelled,
+            "seconds": res.seconds, "optimizer": res.optimizer}
+
+
+class _Bar:
+    """tqdm progress on stderr, one bar per phase."""
+
+    def __init__(self):
+        self.bar = None
+        self.phase = None
+
+    def update(self, p) -> None:
+        from tqdm import tqdm
+
+        if p.phase != self.phase:
+            self.close()
+            self.phase = p.phase
+            self.bar = tqdm(total=p.total, desc="caching latents" if p.phase == "cache" else p.phase,
+                            unit="img" if p.phase == "cache" else "step", file=sys.stderr, leave=True,
+                            disable=None)
+        self.bar.n = p.step
+        if p.loss == p.loss:  # not NaN
+            self.bar.set_postfix(loss=f"{p.loss:.4f}", lr=f"{p.lr:.2e}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_job(out: Path, kind: str, cfg, fn) -> int:
+    """Run one job through a JobRunner in ``out/jobs``; Ctrl-C cancels it (it saves what it has)."""
+    from .jobs import CANCELLED, FAILED, JobRunner
+
+    runner = JobRunner(out / "jobs")
+    job = runner.submit(kind, fn, config=dataclasses.asdict(cfg))
+    try:
+        while True:
+            try:
+                state = runner.wait(job, timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        print("\ncancelling: saving what the run has…", file=sys.stderr)
+        runner.cancel(job)
+        state = runner.wait(job)
+    runner.shutdown(cancel_running=False)
+    if state["status"] == FAILED:
+        err = state["error"] or {}
+        if err.get("kind") == "user":
+            raise UserError(err.get("message", "the job failed"), err.get("hint", ""))
+        raise RuntimeError(f"{err.get('message', 'the job failed')} — {err.get('hint', '')}")
+    result = state.get("result") or {}
+    print(json.dumps({"status": state["status"], "job": str(runner.job_dir(job)), **result}, ensure_ascii=False))
+    return EXIT_CANCELLED if state["status"] == CANCELLED else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+def _gen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", metavar="FILE", help="LoRA .safetensors to apply (omit for the base model)")
+    p.add_argument("--prompt", required=True, help="prompt text")
+    p.add_argument("--output", required=True, metavar="PNG", help="image file to write")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    p.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    p.add_argument("--weight", type=float, default=1.0, help="LoRA weight (default 1.0)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
+    _common(p)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .generate import DiffusersGenerator
+    from .models import load_backend
+
+    backend, preset = load_backend(args.base_model, _device(args.device))
+    size = args.size or int((preset or {}).get("resolution", 512))
+    gen = DiffusersGenerator(backend)
+    img = gen.generate([args.prompt], negative=args.negative, seeds=[args.seed], steps=args.steps,
+                       cfg_scale=args.cfg_scale, size=size, lora=args.lora, weight=args.weight)[0]
+    from .workspace import atomic_path
+
+    out = Path(args.output)
+    with atomic_path(out) as tmp:
+        img.save(tmp, format="PNG")
+    print(json.dumps({"output": str(out), "size": list(img.size)}))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- main
+
+COMMANDS["train"] = ("train a LoRA; writes OUT/<name>.safetensors and per-save files", _train_args, _train)
+COMMANDS["generate"] = ("txt2img with a LoRA applied", _gen_args, _generate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lora_trainer",
+                                description="LoRA Trainer: a folder of photos to a working LoRA.")
+    p.add_argument("--version", action="version", version=f"LoRA Trainer {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_args, _run) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(sp)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    log_file = Path(os.environ.get("LORA_TRAINER_LOG") or Path(tempfile.gettempdir()) / "lora_trainer.log")
+    _setup_logging(log_file)
+    try:
+        return COMMANDS[args.command][2](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # noqa: BLE001
+        log.error("%s", traceback.format_exc())
+        print(f"error: {type(exc).__name__}: {exc} (traceback in {log_file})", file=sys.stderr)
+        return EXIT_ERROR

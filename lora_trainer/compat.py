@@ -1,0 +1,83 @@
+"""Every version difference the code meets, in one place (issue 11).
+
+The WebUI 1.10 venv runs torch 2.1.2, transformers 4.30.2, peft <= 0.13.2, safetensors 0.4.2, pydantic 1,
+gradio 3.41; standalone runs the newest stack. Nothing else in the package branches on versions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from typing import Any, Optional
+
+
+def version_of(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def version_tuple(v: Optional[str]) -> tuple[int, ...]:
+    out = []
+    for part in (v or "0").split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+# ---- torch ------------------------------------------------------------------------------------------
+
+def grad_scaler(device_type: str = "cuda") -> Any:
+    """``torch.amp.GradScaler`` (torch >= 2.3) or ``torch.cuda.amp.GradScaler`` (torch 2.1/2.2)."""
+    import torch
+
+    amp = getattr(torch, "amp", None)
+    if amp is not None and hasattr(amp, "GradScaler"):
+        return amp.GradScaler(device_type)
+    return torch.cuda.amp.GradScaler()
+
+
+# ---- transformers -----------------------------------------------------------------------------------
+
+def clip_text_module_paths_have_prefix(text_model: Any) -> bool:
+    """transformers < 5.6 nests CLIPTextModel under ``text_model.``; 5.6+ flattens it."""
+    return any(n.startswith("text_model.") for n, _ in text_model.named_modules())
+
+
+# ---- peft -------------------------------------------------------------------------------------------
+
+def inject_lora_peft(model: Any, rank: int, alpha: float, target_modules: list[str]) -> Any:
+    """Add a peft LoRA adapter in place; ``inject_adapter_in_model`` exists in peft 0.9 – 0.21."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, init_lora_weights=True)
+    return inject_adapter_in_model(cfg, model)
+
+
+# ---- pydantic ---------------------------------------------------------------------------------------
+
+def pydantic_major() -> int:
+    return version_tuple(version_of("pydantic"))[0] if version_of("pydantic") else 0
+
+
+def model_dump(obj: Any) -> dict:
+    """pydantic 2's ``model_dump`` or pydantic 1's ``dict``."""
+    return obj.model_dump() if hasattr(obj, "model_dump") else obj.dict()
+
+
+# ---- gradio -----------------------------------------------------------------------------------------
+
+def gradio_major() -> int:
+    return version_tuple(version_of("gradio"))[0] if version_of("gradio") else 0
+
+
+# ---- diffusers --------------------------------------------------------------------------------------
+
+def has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,67 @@
+"""Which model a command runs on: ``--base-model`` or the embedded default, plus its preset.
+
+``--base-model`` omitted = the embedded toy model (INTERFACES.md §4). Until the toy model's weights exist
+in the package, a tiny random model built in code stands in (it proves the plumbing, it learns nothing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import UserError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LORA_TRAINER_CACHE") or Path.home() / ".cache" / "lora_trainer")
+
+
+def load_backend(base_model: Optional[str], device: torch.device):
+    """(backend, preset dict or None) for a command."""
+    from .config import TOY_PRESET
+
+    if base_model:
+        from .training.diffusers_backend import DiffusersBackend, require_diffusers
+
+        require_diffusers()
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        return DiffusersBackend.load(Path(base_model), device=device, dtype=dtype), None
+    try:
+        from .toy import model as toy_model  # the embedded toy model, once built
+    except ImportError:
+        toy_model = None
+    if toy_model is not None and toy_model.available():
+        return toy_model.backend(device), dict(TOY_PRESET)
+    from .training.diffusers_backend import require_diffusers
+    from .training.tiny import tiny_backend
+
+    require_diffusers()
+    return tiny_backend(device=device), dict(TOY_PRESET)
+
+
+def default_dataset() -> Path:
+    """The demo set used when ``--data`` is omitted, made once in the cache folder."""
+    try:
+        from .toy import model as toy_model
+    except ImportError:
+        toy_model = None
+    if toy_model is not None and hasattr(toy_model, "demo_dataset"):
+        return toy_model.demo_dataset(cache_dir() / "demo_dataset")
+    from .training.tiny import tiny_dataset
+
+    root = cache_dir() / "tiny_dataset"
+    if not any(root.glob("*_*/*.png")):
+        tiny_dataset(root, n=8, repeats=10, name="tiny")
+    return root
+
+
+def refuse_ckpt(path: Path) -> None:
+    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
+        raise UserError(
+            f"{path.name} is a pickle checkpoint, which LoRA Trainer does not load",
+            "convert it to .safetensors first (e.g. in a trusted environment with torch>=2.6: "
+            "torch.load(path, weights_only=True) then safetensors.torch.save_file); "
+            "weights_only is not safe on torch < 2.6 (CVE-2025-32434)")

@@ -1,0 +1,244 @@
+"""The training dataset: kohya folders, captions, aspect buckets, caption shuffle/dropout, latent cache.
+
+Rules (folder names, buckets, caption processing) are pure functions; the cache and batching use them.
+The source folder is only read: cached latents live in memory or in the job folder.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from ..errors import UserError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CAPTION_EXTS = (".txt", ".caption")
+KOHYA_DIR = re.compile(r"^(\d+)_(.+)$")
+
+
+# --------------------------------------------------------------------------------------------- folders
+
+def parse_kohya_dirname(name: str) -> Optional[tuple[int, str]]:
+    """``"30_Name"`` -> ``(30, "Name")``; anything else -> None (a plain folder)."""
+    m = KOHYA_DIR.match(name)
+    if not m or int(m.group(1)) <= 0:
+        return None
+    return int(m.group(1)), m.group(2)
+
+
+def read_caption(image: Path) -> Optional[str]:
+    """The image's caption from ``.txt``, else ``.caption``; None when it has neither."""
+    for ext in CAPTION_EXTS:
+        cap = image.with_suffix(ext)
+        if cap.is_file():
+            raw = cap.read_bytes()
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = raw.decode("gb18030", errors="replace")
+            return " ".join(text.split())
+    return None
+
+
+@dataclass
+class ImageItem:
+    path: Path
+    caption: str
+    repeats: int
+    folder: str
+    has_caption: bool = True
+    mask: Optional[Path] = None
+
+
+@dataclass
+class DatasetScan:
+    items: list[ImageItem]
+    missing_captions: list[Path] = field(default_factory=list)
+    folders: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(i.repeats for i in self.items)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.stem.endswith(".mask") and not p.name.startswith("."))
+
+
+def scan_dataset(root: str | Path, default_repeats: int) -> DatasetScan:
+    """Read a kohya train folder (``<repeats>_<name>`` subfolders) or a plain folder of images.
+
+    An image without a caption is reported by name and trained on its folder's name part, which is what
+    kohya does — but silently there, which cost the tutorial's users a run.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"dataset folder not found: {root}", "give --data a folder of images (or a kohya folder)")
+    subdirs = [(d, parse_kohya_dirname(d.name)) for d in sorted(root.iterdir()) if d.is_dir()]
+    kohya = [(d, parsed) for d, parsed in subdirs if parsed]
+    groups = [(d, rep, name) for d, (rep, name) in kohya] if kohya else [(root, default_repeats, root.name)]
+    items: list[ImageItem] = []
+    missing: list[Path] = []
+    folders: dict[str, dict] = {}
+    for folder, repeats, class_name in groups:
+        images = list_images(folder)
+        folders[folder.name] = {"n_repeats": repeats, "img_count": len(images)}
+        for img in images:
+            cap = read_caption(img)
+            if cap is None:
+                missing.append(img)
+            mask = img.with_name(img.stem + ".mask.png")
+            items.append(ImageItem(img, cap if cap is not None else class_name, repeats, folder.name,
+                                   cap is not None, mask if mask.is_file() else None))
+    if not items:
+        raise UserError(f"no images in {root}", f"put {', '.join(IMAGE_EXTS)} files there (or in N_name subfolders)")
+    return DatasetScan(items, missing, folders)
+
+
+def tag_frequency(items: Iterable[ImageItem]) -> dict[str, dict[str, int]]:
+    """``{folder: {tag: count}}`` as kohya's ``ss_tag_frequency``."""
+    freq: dict[str, dict[str, int]] = {}
+    for it in items:
+        d = freq.setdefault(it.folder, {})
+        for tag in split_tags(it.caption):
+            d[tag] = d.get(tag, 0) + 1
+    return freq
+
+
+# --------------------------------------------------------------------------------------------- captions
+
+def split_tags(caption: str) -> list[str]:
+    return [t.strip() for t in caption.split(",") if t.strip()]
+
+
+def process_caption(caption: str, rng: random.Random, shuffle: bool = False, keep_tokens: int = 0,
+                    dropout_rate: float = 0.0) -> str:
+    """Caption dropout, then shuffle of the tags after the first ``keep_tokens`` ones."""
+    if dropout_rate > 0 and rng.random() < dropout_rate:
+        return ""
+    if not shuffle:
+        return caption
+    tags = split_tags(caption)
+    head, tail = tags[:keep_tokens], tags[keep_tokens:]
+    rng.shuffle(tail)
+    return ", ".join(head + tail)
+
+
+# --------------------------------------------------------------------------------------------- buckets
+
+def make_buckets(resolution: int, min_reso: int, max_reso: int, step: int) -> list[tuple[int, int]]:
+    """All (w, h) with sides multiple of ``step`` in [min, max] and area <= resolution² (kohya's rule)."""
+    max_area = resolution * resolution
+    out = set()
+    w = min_reso
+    while w <= max_reso:
+        h = min(max_reso, (max_area // w) // step * step)
+        if h >= min_reso:
+            out.add((w, h))
+            out.add((h, w))
+        w += step
+    out.add((resolution // step * step, resolution // step * step))
+    return sorted(out)
+
+
+def assign_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]], resolution: int,
+                  step: int, no_upscale: bool = True) -> tuple[int, int]:
+    """The bucket for an image: nearest aspect ratio; without upscaling a small image gets its own size
+    rounded down to ``step`` (so it is only ever cropped, never enlarged)."""
+    if no_upscale and width * height <= resolution * resolution:
+        ar = width / height
+        bw = max(step, width // step * step)
+        bh = max(step, height // step * step)
+        # keep the aspect error small: shrink the side that overshoots
+        if abs(bw / bh - ar) > 0.1 * ar:
+            bh = max(step, int(bw / ar) // step * step)
+        return bw, bh
+    ar = width / height
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - math.log(ar)), -b[0] * b[1]))
+
+
+def resize_crop(image, size: tuple[int, int]):
+    """Resize so the image covers ``size`` (w, h) and centre-crop to it. PIL in, PIL out."""
+    from PIL import Image
+
+    w, h = image.size
+    tw, th = size
+    scale = max(tw / w, th / h)
+    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    if (nw, nh) != (w, h):
+        image = image.resize((nw, nh), Image.LANCZOS if scale < 1 else Image.BICUBIC)
+    left, top = (nw - tw) // 2, (nh - th) // 2
+    return image.crop((left, top, left + tw, top + th))
+
+
+# --------------------------------------------------------------------------------------------- epochs
+
+def epoch_batches(bucket_of: Sequence[tuple[int, int]], repeats: Sequence[int], batch_size: int,
+                  rng: random.Random) -> list[list[int]]:
+    """One epoch's batches of item indices: every item ``repeats`` times, batches never mix buckets."""
+    by_bucket: dict[tuple[int, int], list[int]] = {}
+    for idx, (b, r) in enumerate(zip(bucket_of, repeats)):
+        by_bucket.setdefault(b, []).extend([idx] * r)
+    batches: list[list[int]] = []
+    for b in sorted(by_bucket):
+        idxs = by_bucket[b]
+        rng.shuffle(idxs)
+        batches.extend(idxs[i:i + batch_size] for i in range(0, len(idxs), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(bucket_of: Sequence[tuple[int, int]], repeats: Sequence[int], batch_size: int) -> int:
+    counts: dict[tuple[int, int], int] = {}
+    for b, r in zip(bucket_of, repeats):
+        counts[b] = counts.get(b, 0) + r
+    return sum(math.ceil(c / batch_size) for c in counts.values())
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def load_image(path: Path):
+    """RGB PIL image with EXIF orientation applied."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        return im.convert("RGB")
+
+
+def to_tensor(image):
+    """PIL RGB -> float tensor (3,H,W) in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_mask(path: Optional[Path], size: tuple[int, int]):
+    """The saved mask resized to the latent grid later; (1,H,W) in [0,1], or None."""
+    if path is None:
+        return None
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as m:
+        m = resize_crop(m.convert("L"), size)
+        return torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
+
+
+ProgressFn = Callable[[int, int], None]

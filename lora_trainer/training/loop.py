@@ -1,0 +1,410 @@
+"""The training run: prepare (buckets, latent cache, network, optimizer), the step, the loop, the saves.
+
+Read top to bottom it is the order of a run. The step itself fits on one screen (``_step``); the hot path
+does no host synchronisation: the loss is summed on the device and read every ``sync_every`` steps, where
+the NaN guard checks it; every save checks the weights again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig, sanitize_name
+from ..errors import Cancelled, NonFiniteLoss, UserError
+from . import data as D
+from .backend import ModelBackend, frozen
+from .network import LoRANetwork
+from .optim import build_optimizer, build_scheduler
+from .saving import SAVE_DTYPES, build_metadata, save_lora, write_sidecar
+
+log = logging.getLogger("lora_trainer")
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    epoch: int
+    loss: float
+    lr: float
+    it_s: float
+    eta: float
+    phase: str = "train"
+    d_lr: Optional[float] = None
+
+
+@dataclass
+class Callbacks:
+    """Events out of a run. A failing callback is logged and never stops the run."""
+
+    on_progress: Optional[Callable[[Progress], None]] = None
+    on_save: Optional[Callable[[Path], None]] = None
+    on_log: Optional[Callable[[dict], None]] = None
+
+    def emit(self, name: str, *args) -> None:
+        fn = getattr(self, name)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - a UI or logging failure must not kill training
+            log.exception("callback %s failed (ignored)", name)
+
+
+@dataclass
+class TrainResult:
+    output: Optional[Path]
+    saved: list[Path] = field(default_factory=list)
+    steps: int = 0
+    total_steps: int = 0
+    final_loss: float = float("nan")
+    cancelled: bool = False
+    seconds: float = 0.0
+    optimizer: str = ""
+    warnings: list[str] = field(default_factory=list)
+    missing_captions: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- maths
+
+def snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float, v_prediction: bool) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for eps, min(SNR, γ)/(SNR+1) for v."""
+    snr = alphas_cumprod_t / (1.0 - alphas_cumprod_t)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1.0) if v_prediction else clipped / snr
+
+
+def add_noise(latents: torch.Tensor, noise: torch.Tensor, ac_t: torch.Tensor) -> torch.Tensor:
+    s = ac_t.sqrt().view(-1, 1, 1, 1)
+    n = (1.0 - ac_t).sqrt().view(-1, 1, 1, 1)
+    return s * latents + n * noise
+
+
+def v_target(latents: torch.Tensor, noise: torch.Tensor, ac_t: torch.Tensor) -> torch.Tensor:
+    s = ac_t.sqrt().view(-1, 1, 1, 1)
+    n = (1.0 - ac_t).sqrt().view(-1, 1, 1, 1)
+    return s * noise - n * latents
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    n = math.ceil(steps_per_epoch * cfg.epochs / cfg.gradient_accumulation_steps)
+    return min(n, cfg.max_steps) if cfg.max_steps > 0 else n
+
+
+def save_steps(cfg: TrainConfig, total: int) -> set[int]:
+    return {max(1, round(f * total)) for f in cfg.save_fractions if round(f * total) < total}
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+class Trainer:
+    """One training run of ``cfg`` on ``backend`` over a scanned dataset."""
+
+    def __init__(self, backend: ModelBackend, scan: D.DatasetScan, cfg: TrainConfig, out_dir: Path,
+                 callbacks: Optional[Callbacks] = None, should_stop: Callable[[], bool] = lambda: False,
+                 job_dir: Optional[Path] = None, name: str = "lora"):
+        self.backend, self.scan, self.cfg = backend, scan, cfg
+        self.out_dir, self.job_dir = Path(out_dir), job_dir
+        self.cb = callbacks or Callbacks()
+        self.should_stop = should_stop
+        self.name = sanitize_name(cfg.name or name)
+        self.device = backend.device
+        self.result = TrainResult(output=None)
+        self.started = time.time()
+        self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+
+    # ---- precision -----------------------------------------------------------------------------------
+    def _autocast(self):
+        cfg, dev = self.cfg, self.device
+        if dev.type != "cuda":
+            return None
+        wanted = cfg.mixed_precision
+        if wanted == "auto":
+            wanted = "bf16" if self.backend.dtype == torch.bfloat16 else "fp16"
+        if wanted == "no" and self.backend.dtype == torch.float32:
+            return None
+        return torch.bfloat16 if wanted == "bf16" else torch.float16
+
+    # ---- data ----------------------------------------------------------------------------------------
+    def _prepare_data(self) -> None:
+        cfg = self.cfg
+        items = self.scan.items
+        buckets = D.make_buckets(cfg.resolution, cfg.min_bucket_reso, cfg.max_bucket_reso, cfg.bucket_step)
+        self.bucket_of: list[tuple[int, int]] = []
+        sizes = []
+        for it in items:
+            img = D.load_image(it.path)
+            sizes.append(img.size)
+            if cfg.enable_buckets:
+                b = D.assign_bucket(*img.size, buckets, cfg.resolution, cfg.bucket_step, cfg.bucket_no_upscale)
+            else:
+                b = (cfg.resolution, cfg.resolution)
+            self.bucket_of.append(b)
+        self.latents: list[torch.Tensor] = []
+        self.masks: list[Optional[torch.Tensor]] = []
+        t0 = time.time()
+        n = len(items)
+        for i, it in enumerate(items):
+            if self.should_stop():
+                raise Cancelled()
+            img = D.resize_crop(D.load_image(it.path), self.bucket_of[i])
+            px = D.to_tensor(img)[None].to(self.device, dtype=torch.float32)
+            with torch.no_grad():
+                lat = self.backend.encode_images(px)[0].float()
+            self.latents.append(lat if cfg.cache_latents else lat.cpu())
+            m = D.load_mask(it.mask, self.bucket_of[i]) if cfg.masked_loss else None
+            if m is not None:
+                m = F.interpolate(m[None], size=lat.shape[-2:], mode="area")[0].to(self.device)
+            self.masks.append(m)
+            self.cb.emit("on_progress", Progress(i + 1, n, 0, float("nan"), 0.0, (i + 1) / max(1e-9, time.time() - t0),
+                                                 0.0, phase="cache"))
+        self.cache_seconds = time.time() - t0
+        self.repeats = [it.repeats for it in items]
+        self.steps_per_epoch = D.steps_per_epoch(self.bucket_of, self.repeats, cfg.batch_size)
+        self.total = total_steps(cfg, self.steps_per_epoch)
+
+    # ---- network and optimizer -----------------------------------------------------------------------
+    def _prepare_network(self) -> None:
+        cfg, be = self.cfg, self.backend
+        conv = cfg.network == "locon"
+        targets = {}
+        self.train_te = cfg.train_text_encoder and be.te_trainable
+        if cfg.train_text_encoder and not be.te_trainable:
+            self.result.warnings.append("this model's text encoder cannot carry a LoRA here; training the UNet only")
+        if cfg.train_unet:
+            targets.update(be.lora_targets("unet", conv=conv))
+        if self.train_te:
+            targets.update(be.lora_targets("te"))
+        conv_rank = (cfg.conv_rank or cfg.rank) if conv else 0
+        self.network = LoRANetwork(targets, cfg.rank, cfg.alpha, conv_rank, cfg.conv_alpha).to(self.device)
+        groups = []
+        unet_p = [p for m in self.network.parts("lora_unet") for p in m.parameters()]
+        te_p = [p for m in self.network.parts("lora_te") for p in m.parameters()]
+        if unet_p:
+            groups.append({"params": unet_p, "lr": cfg.unet_lr})
+        if te_p:
+            groups.append({"params": te_p, "lr": cfg.te_lr()})
+        if not groups:
+            raise UserError("the model has no LoRA targets for this configuration", "train the UNet as well")
+        self.optimizer, used, warning = build_optimizer(cfg.optimizer, groups, self.device, cfg.weight_decay)
+        self.result.optimizer = used
+        if warning:
+            self.result.warnings.append(warning)
+        warmup = round(cfg.warmup_ratio * self.total) if cfg.warmup_ratio > 0 else cfg.warmup_steps
+        self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler, self.total, warmup, cfg.lr_cycles,
+                                         cfg.lr_power)
+        amp = self._autocast()
+        self.amp_dtype = amp
+        self.scaler = None
+        if amp == torch.float16:
+            from ..compat import grad_scaler
+            self.scaler = grad_scaler("cuda")
+        # Text-encoder outputs can be cached only when it is frozen and captions never change.
+        self.cache_text = not self.train_te and not self.cfg.shuffle_caption and self.cfg.caption_dropout_rate == 0
+        self.text_cache: dict[str, torch.Tensor] = {}
+
+    # ---- one step ------------------------------------------------------------------------------------
+    def _conditioning(self, captions: list[str]) -> torch.Tensor:
+        be = self.backend
+        if self.cache_text:
+            missing = [c for c in dict.fromkeys(captions) if c not in self.text_cache]
+            if missing:
+                with torch.no_grad():
+                    enc = be.encode_text(missing)
+                for c, e in zip(missing, enc):
+                    self.text_cache[c] = e
+            return torch.stack([self.text_cache[c] for c in captions])
+        if self.train_te:
+            return be.encode_text(captions)
+        with torch.no_grad():
+            return be.encode_text(captions)
+
+    def _step(self, idxs: list[int], accumulate: bool) -> torch.Tensor:
+        cfg, be = self.cfg, self.backend
+        latents = torch.stack([self.latents[i] for i in idxs]).to(self.device, non_blocking=True)
+        captions = [D.process_caption(self.scan.items[i].caption, self.rng, cfg.shuffle_caption, cfg.keep_tokens,
+                                      cfg.caption_dropout_rate) for i in idxs]
+        b = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=self.gen).to(self.device)
+        if cfg.noise_offset > 0:
+            noise = noise + cfg.noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=self.gen).to(self.device)
+        t = torch.randint(0, self.alphas.shape[0], (b,), generator=self.gen).to(self.device)
+        ac_t = self.alphas[t]
+        noisy = add_noise(latents, noise, ac_t)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            cond = self._conditioning(captions)
+            pred = be.denoise(noisy.to(be.dtype) if self.amp_dtype is None else noisy, t, cond)
+        target = v_target(latents, noise, ac_t) if self.v_pred else noise
+        loss = F.mse_loss(pred.float(), target.float(), reduction="none")
+        masks = [self.masks[i] for i in idxs]
+        if any(m is not None for m in masks):
+            mk = torch.stack([m if m is not None else torch.ones_like(latents[0, :1]) for m in masks])
+            loss = loss * mk
+        loss = loss.mean(dim=(1, 2, 3))
+        if cfg.min_snr_gamma > 0:
+            loss = loss * snr_weights(ac_t, cfg.min_snr_gamma, self.v_pred)
+        loss = loss.mean()
+        scaled = loss / cfg.gradient_accumulation_steps
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if not accumulate:
+            if cfg.max_grad_norm > 0:
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ---- saving --------------------------------------------------------------------------------------
+    def _save(self, path: Path, step: int, epoch: int) -> Path:
+        cfg, be = self.cfg, self.backend
+        if not self.network.all_finite():
+            raise NonFiniteLoss("the LoRA weights became NaN/inf; nothing was saved",
+                                "lower the learning rate, or use bf16/fp32 instead of fp16")
+        tensors = self.network.state_dict_kohya(SAVE_DTYPES[cfg.save_precision])
+        res = max(self.bucket_of, key=lambda b: b[0] * b[1]) if self.bucket_of else (cfg.resolution,) * 2
+        md = build_metadata(cfg, family=be.family, model_name=be.name, output_name=path.stem,
+                            resolution=(cfg.resolution, cfg.resolution), num_images=self.scan.num_images,
+                            steps=step, epoch=epoch, started_at=self.started,
+                            network_args={"conv_dim": cfg.conv_rank or cfg.rank, "conv_alpha": cfg.conv_alpha}
+                            if cfg.network == "locon" else None,
+                            extra={
+                                "ss_tag_frequency": D.tag_frequency(self.scan.items),
+                                "ss_dataset_dirs": self.scan.folders,
+                                "ss_bucket_info": _bucket_info(self.bucket_of, self.repeats),
+                                "ss_num_batches_per_epoch": str(self.steps_per_epoch),
+                                "ss_max_bucket_reso_used": f"{res[0]}x{res[1]}",
+                            })
+        save_lora(path, tensors, md)
+        self.result.saved.append(path)
+        self.cb.emit("on_save", path)
+        return path
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, be = self.cfg, self.backend
+        self.result.missing_captions = [str(p) for p in self.scan.missing_captions]
+        for p in self.scan.missing_captions:
+            log.warning("no caption (.txt or .caption) for %s: training it on its folder name", p.name)
+        self.alphas = be.alphas_cumprod().to(self.device, torch.float32)
+        self.v_pred = be.prediction_type == "v_prediction"
+        mods = be.modules()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with frozen(*mods.values()):
+            self._prepare_data()
+            self._prepare_network()
+            gc_set = getattr(be, "set_gradient_checkpointing", None)
+            if cfg.gradient_checkpointing and gc_set:
+                gc_set(True)
+            try:
+                with self.network.applied():
+                    self._loop()
+            finally:
+                if cfg.gradient_checkpointing and gc_set:
+                    gc_set(False)
+        return self.result
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        total, accum = self.total, cfg.gradient_accumulation_steps
+        saves = save_steps(cfg, total)
+        step, micro, epoch = 0, 0, 0
+        running = torch.zeros((), device=self.device)
+        running_n = 0
+        t_start = time.time()
+        last_loss = float("nan")
+        final = self.out_dir / f"{self.name}.safetensors"
+        try:
+            while step < total:
+                epoch += 1
+                rng = random.Random(cfg.seed * 1000 + epoch)
+                for batch in D.epoch_batches(self.bucket_of, self.repeats, cfg.batch_size, rng):
+                    if self.should_stop():
+                        raise Cancelled()
+                    micro += 1
+                    acc = micro % accum != 0
+                    running += self._step(batch, acc)
+                    running_n += 1
+                    if acc:
+                        continue
+                    step += 1
+                    if step % cfg.sync_every == 0 or step == total or step in saves:
+                        last_loss = float(running) / max(1, running_n)
+                        running.zero_()
+                        running_n = 0
+                        if not math.isfinite(last_loss):
+                            raise NonFiniteLoss(
+                                f"the loss became {last_loss} at step {step}; the run was stopped and nothing "
+                                "non-finite was saved",
+                                "lower the learning rate (try half), or use bf16/fp32 instead of fp16")
+                        el = time.time() - t_start
+                        it_s = step / max(el, 1e-9)
+                        lr = self.scheduler.get_last_lr()[0]
+                        d = self.optimizer.param_groups[0].get("d")
+                        prog = Progress(step, total, epoch, last_loss, lr, it_s, (total - step) / max(it_s, 1e-9),
+                                        d_lr=(d * lr) if d is not None else None)
+                        self.cb.emit("on_progress", prog)
+                        self.cb.emit("on_log", {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
+                                                "d_lr": prog.d_lr, "it_s": it_s})
+                    if step in saves:
+                        self._save(self.out_dir / f"{self.name}-step{step:06d}.safetensors", step, epoch)
+                    if step >= total:
+                        break
+                if cfg.save_every_n_epochs and epoch % cfg.save_every_n_epochs == 0 and step < total:
+                    self._save(self.out_dir / f"{self.name}-{epoch:06d}.safetensors", step, epoch)
+        except Cancelled:
+            self.result.cancelled = True
+        self.result.steps = step
+        self.result.total_steps = total
+        self.result.final_loss = last_loss
+        self.result.seconds = time.time() - self.started
+        if step > 0:
+            self.result.output = self._save(final, step, epoch)
+            write_sidecar(final, family=self.backend.family, trigger=cfg.trigger_word)
+
+
+def _bucket_info(bucket_of, repeats) -> dict:
+    counts: dict[tuple[int, int], int] = {}
+    for b, r in zip(bucket_of, repeats):
+        counts[b] = counts.get(b, 0) + r
+    return {"buckets": {str(i): {"resolution": [w, h], "count": c} for i, ((w, h), c) in
+                        enumerate(sorted(counts.items()))}, "mean_img_ar_error": 0.0}
+
+
+def train(backend: ModelBackend, data_dir: str | Path, cfg: TrainConfig, out_dir: str | Path,
+          callbacks: Optional[Callbacks] = None, should_stop: Callable[[], bool] = lambda: False,
+          job_dir: Optional[Path] = None) -> TrainResult:
+    """Scan ``data_dir``, train ``cfg`` on ``backend``, write the LoRA files into ``out_dir``."""
+    scan = D.scan_dataset(data_dir, cfg.repeats)
+    default_name = D.parse_kohya_dirname(scan.items[0].folder)
+    name = cfg.name or (default_name[1] if default_name else Path(data_dir).name)
+    return Trainer(backend, scan, cfg, Path(out_dir), callbacks, should_stop, job_dir, name).run()
+
+
+def forecast(cfg: TrainConfig, num_samples: int, seconds_per_step: Optional[float] = None) -> dict:
+    """Steps = images × repeats × epochs ÷ batch (as the tab shows it), and minutes when a step was timed."""
+    steps = math.ceil(num_samples * cfg.epochs / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    out = {"steps": steps}
+    if seconds_per_step is not None:
+        out["minutes"] = steps * seconds_per_step / 60
+    return out
+
+
+__all__ = ["Trainer", "train", "TrainResult", "Progress", "Callbacks", "forecast", "snr_weights"]

@@ -1,0 +1,117 @@
+"""JobRunner: FIFO order, cancel (queued and running), failures reported, state on disk, restart."""
+
+import json
+import threading
+import time
+
+from lora_trainer.errors import UserError
+from lora_trainer.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, JobRunner
+
+
+def test_two_jobs_run_in_order(tmp_path):
+    r = JobRunner(tmp_path)
+    order = []
+    gate = threading.Event()
+
+    def job(name):
+        def fn(ctx):
+            if name == "a":
+                gate.wait(5)
+            order.append((name, r.running()))
+            ctx.progress({"step": 1, "total": 1})
+            ctx.log({"step": 1, "loss": float("nan")})
+            return {"name": name}
+        return fn
+
+    a = r.submit("train", job("a"), {"x": 1})
+    b = r.submit("train", job("b"))
+    time.sleep(0.2)
+    assert r.get(a)["status"] == "running" and r.get(b)["status"] == "queued"
+    gate.set()
+    assert r.wait(b, 10)["status"] == FINISHED
+    assert [o[0] for o in order] == ["a", "b"] and order[0][1] == a and order[1][1] == b
+    st = json.loads((tmp_path / a / "state.json").read_text())
+    assert st["status"] == FINISHED and st["result"] == {"name": "a"} and st["config"] == {"x": 1}
+    assert json.loads((tmp_path / a / "log.jsonl").read_text().splitlines()[0])["loss"] is None  # NaN -> null
+    r.shutdown()
+
+
+def test_cancel_running_job_frees_the_runner_and_cancel_queued_never_starts(tmp_path):
+    r = JobRunner(tmp_path)
+    started = threading.Event()
+    ran = []
+
+    def long(ctx):
+        started.set()
+        while not ctx.should_stop():
+            time.sleep(0.01)
+        return {"cancelled": True}
+
+    a = r.submit("train", long)
+    b = r.submit("train", lambda ctx: ran.append("b"))
+    c = r.submit("train", lambda ctx: ran.append("c") or {"ok": 1})
+    started.wait(5)
+    assert r.cancel(b) is True
+    assert r.cancel(a) is True
+    assert r.wait(a, 10)["status"] == CANCELLED
+    assert r.wait(c, 10)["status"] == FINISHED
+    assert r.get(b)["status"] == CANCELLED and ran == ["c"]
+    assert r.cancel(a) is False  # already done
+    r.shutdown()
+
+
+def test_failures_are_reported_and_the_runner_goes_on(tmp_path):
+    r = JobRunner(tmp_path)
+
+    def user(ctx):
+        raise UserError("bad rank", "use 8")
+
+    def crash(ctx):
+        raise RuntimeError("boom")
+
+    a, b = r.submit("x", user), r.submit("x", crash)
+    c = r.submit("x", lambda ctx: {"fine": True})
+    assert r.wait(a, 10)["error"] == {"kind": "user", "message": "bad rank", "hint": "use 8"}
+    eb = r.wait(b, 10)
+    assert eb["status"] == FAILED and eb["error"]["kind"] == "internal" and "boom" in eb["error"]["message"]
+    assert "RuntimeError" in (tmp_path / b / "error.log").read_text()
+    assert r.wait(c, 10)["status"] == FINISHED
+    r.shutdown()
+
+
+def test_restart_lists_jobs_and_marks_interrupted(tmp_path):
+    r = JobRunner(tmp_path)
+    done = r.submit("train", lambda ctx: {"ok": 1})
+    r.wait(done, 10)
+    r.shutdown()
+    # a job that was running when the process died
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "dead" / "state.json").write_text(json.dumps(
+        {"id": "dead", "kind": "train", "status": "running", "config": {}, "progress": {"step": 3},
+         "error": None, "result": None, "created": time.time(), "started": None, "finished": None}))
+    r2 = JobRunner(tmp_path)
+    states = {s["id"]: s["status"] for s in r2.list()}
+    assert states == {done: FINISHED, "dead": INTERRUPTED}
+    assert json.loads((tmp_path / "dead" / "state.json").read_text())["status"] == INTERRUPTED
+    r2.shutdown()
+
+
+def test_listener_failure_does_not_break_jobs(tmp_path):
+    r = JobRunner(tmp_path)
+    events = []
+    r.subscribe(lambda j, e, d: (_ for _ in ()).throw(ValueError("ui broke")))
+    r.subscribe(lambda j, e, d: events.append(e))
+    j = r.submit("x", lambda ctx: ctx.progress({"step": 1, "total": 2}) or {"ok": 1})
+    assert r.wait(j, 10)["status"] == FINISHED
+    assert events == ["queued", "running", "progress", "finished"]
+    r.shutdown()
+
+
+def test_lock_is_held_around_each_job(tmp_path):
+    lock = threading.Lock()
+    r = JobRunner(tmp_path, lock=lock)
+    seen = []
+    j = r.submit("x", lambda ctx: seen.append(lock.locked()))
+    r.wait(j, 10)
+    assert seen == [True] and not lock.locked()
+    r.shutdown()

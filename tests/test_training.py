@@ -1,0 +1,162 @@
+"""The training core on a tiny diffusers model: it learns, leaves the base model untouched, saves files
+loaders read, stops on NaN without writing it, and saves what it has when cancelled."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import needs_diffusers
+
+pytestmark = needs_diffusers
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from lora_trainer.training.tiny import tiny_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    tiny_dataset(root, n=4, repeats=2)
+    return root
+
+
+def _cfg(**kw):
+    from lora_trainer.config import toy_config
+
+    base = dict(optimizer="AdamW", epochs=1, batch_size=2, save_fractions=[], sync_every=1)
+    base.update(kw)
+    return toy_config(**base)
+
+
+def _eval_loss(backend, net, latents, captions, seed=0):
+    """MSE of the noise prediction on a fixed set of (noise, t) draws."""
+    from lora_trainer.training.loop import add_noise
+
+    g = torch.Generator().manual_seed(seed)
+    ac = backend.alphas_cumprod()
+    total = 0.0
+    with torch.no_grad(), net.applied():
+        for _ in range(8):
+            noise = torch.randn(latents.shape, generator=g)
+            t = torch.randint(100, 900, (latents.shape[0],), generator=g)
+            pred = backend.denoise(add_noise(latents, noise, ac[t]), t, backend.encode_text(captions))
+            total += torch.nn.functional.mse_loss(pred, noise).item()
+    return total / 8
+
+
+def test_loss_goes_down_on_a_learnable_target(data_dir, tmp_path):
+    from tiny_sd import tiny_backend
+
+    from lora_trainer.training import data as D
+    from lora_trainer.training.loop import Trainer
+
+    be = tiny_backend()
+    scan = D.scan_dataset(data_dir, 1)
+    cfg = _cfg(unet_lr=3e-3, epochs=6, rank=4, alpha=4)
+    tr = Trainer(be, scan, cfg, tmp_path, name="t")
+    tr._prepare_data()
+    tr._prepare_network()
+    latents = torch.stack(tr.latents)
+    captions = [i.caption for i in scan.items]
+    before = _eval_loss(be, tr.network, latents, captions)
+    res = tr.run()
+    after = _eval_loss(be, tr.network, latents, captions)
+    assert res.steps == res.total_steps == 6 * 4 * 2 // 2
+    assert after < 0.9 * before, (before, after)
+
+
+def test_base_model_untouched_and_metadata_present(data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+
+    from lora_trainer.training.loop import train
+    from lora_trainer.training.saving import read_lora
+
+    be = tiny_backend()
+    snap = base_snapshot(be)
+    res = train(be, data_dir, _cfg(name="Amy", trigger_word="amy", save_fractions=[0.5]), tmp_path)
+    assert_base_unchanged(be, snap)
+    assert [p.name for p in res.saved] == ["Amy-step000002.safetensors", "Amy.safetensors"]
+    tensors, md = read_lora(res.output)
+    assert len([k for k in tensors if k.endswith(".lora_down.weight")]) == 72 + 12
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight" in tensors
+    assert "lora_unet_down_blocks_0_attentions_0_proj_in.alpha" in tensors
+    assert all(t.dtype == torch.float16 for t in tensors.values())
+    for key in ("ss_output_name", "ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_base_model_version",
+                "ss_v2", "ss_sd_model_name", "ss_resolution", "ss_clip_skip", "ss_tag_frequency", "ss_dataset_dirs",
+                "ss_num_train_images", "ss_training_started_at", "ss_bucket_info", "sshs_model_hash",
+                "modelspec.architecture", "modelspec.sai_model_spec", "ss_seed", "ss_optimizer", "ss_unet_lr"):
+        assert key in md, key
+    assert md["ss_output_name"] == "Amy" and md["ss_network_module"] == "networks.lora"
+    assert md["ss_base_model_version"] == "sd_v1" and md["ss_v2"] == "False"
+    assert md["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    import hashlib
+    import json
+
+    raw = res.output.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    assert md["sshs_model_hash"] == hashlib.sha256(raw[8 + n:]).hexdigest()
+    assert json.loads(md["ss_tag_frequency"])["2_tiny"]["tok"] == 4
+    side = json.loads(res.output.with_suffix(".json").read_text())
+    assert side["activation text"] == "amy" and side["sd version"] == "SD1"
+
+
+def test_cancel_saves_a_valid_file_and_no_temp_file(data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+
+    from lora_trainer.training.loop import Callbacks, train
+    from lora_trainer.training.saving import read_lora
+    from lora_trainer.workspace import leftover_temp_files
+
+    be = tiny_backend()
+    snap = base_snapshot(be)
+    seen = []
+    cb = Callbacks(on_progress=lambda p: seen.append(p) if p.phase == "train" else None)
+    res = train(be, data_dir, _cfg(epochs=5), tmp_path, callbacks=cb, should_stop=lambda: len(seen) >= 3)
+    assert res.cancelled and res.steps == 3 < res.total_steps
+    tensors, md = read_lora(res.output)
+    assert md["ss_steps"] == "3" and all(torch.isfinite(t).all() for t in tensors.values())
+    assert leftover_temp_files(tmp_path) == []
+    assert_base_unchanged(be, snap)
+
+
+def test_nan_stops_the_run_and_nothing_non_finite_is_written(data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+
+    from lora_trainer.errors import NonFiniteLoss
+    from lora_trainer.training.loop import train
+    from lora_trainer.training.saving import read_lora
+
+    be = tiny_backend()
+    snap = base_snapshot(be)
+    calls = {"n": 0}
+    real = be.denoise
+
+    def poisoned(x, t, c):
+        calls["n"] += 1
+        out = real(x, t, c)
+        return out * float("nan") if calls["n"] >= 4 else out
+
+    be.denoise = poisoned
+    with pytest.raises(NonFiniteLoss) as e:
+        train(be, data_dir, _cfg(epochs=5, sync_every=3, save_fractions=[0.1]), tmp_path)
+    assert "learning rate" in e.value.hint
+    assert calls["n"] <= 4 + 3  # stopped within sync_every steps of the first NaN
+    for f in tmp_path.glob("*.safetensors"):
+        tensors, _ = read_lora(f)
+        assert all(bool(torch.isfinite(t.float()).all()) for t in tensors.values()), f
+    assert not (tmp_path / "tiny.safetensors").exists()
+    del be.denoise
+    assert_base_unchanged(be, snap)
+
+
+def test_min_snr_weights_and_v_target():
+    from lora_trainer.training.loop import snr_weights, v_target
+
+    ac = torch.tensor([0.99, 0.5, 0.01])
+    w = snr_weights(ac, 5.0, v_prediction=False)
+    snr = ac / (1 - ac)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    lat, noise = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    assert v_target(lat, noise, torch.tensor([0.36]))[0].item() == pytest.approx(-math.sqrt(0.64))
