@@ -6,7 +6,6 @@ in the package, a tiny random model built in code stands in (it proves the plumb
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,9 @@ from .errors import UserError
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LORA_TRAINER_CACHE") or Path.home() / ".cache" / "lora_trainer")
+    from .toy.tokenizer import default_cache_dir
+
+    return default_cache_dir()
 
 
 def load_backend(base_model: Optional[str], device: torch.device):

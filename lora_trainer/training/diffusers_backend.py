@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import UserError
 from . import names
 from .backend import scaled_linear_alphas_cumprod
+from .ldm_backend import clip_te_lora_targets as select_te_targets  # one TE rule for both backends
 
 UNET_ATTN_CLASSES = ("Transformer2DModel", "SpatialTransformer")
 UNET_CONV_CLASSES = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -38,19 +39,6 @@ def select_unet_targets(unet: nn.Module, conv: bool = False) -> dict[str, nn.Mod
             for child_name, child in module.named_modules():
                 if child_name and _is_lora_layer(child, conv3=conv):
                     out[names.to_kohya(names.UNET_PREFIX, f"{name}.{child_name}")] = child
-    return out
-
-
-def select_te_targets(text_encoder: nn.Module) -> dict[str, nn.Module]:
-    """Linear layers of every CLIP attention and MLP block (72 on SD1.5), named with ``text_model.``
-    whatever the transformers version (5.6+ flattens the module tree)."""
-    out: dict[str, nn.Module] = {}
-    for name, module in text_encoder.named_modules():
-        cls = type(module).__name__
-        if cls.startswith("CLIP") and (cls.endswith("Attention") or cls == "CLIPMLP"):
-            for child_name, child in module.named_children():
-                if isinstance(child, nn.Linear):
-                    out[names.to_kohya(names.TE_PREFIX, names.te_module_path(f"{name}.{child_name}"))] = child
     return out
 
 

@@ -319,13 +319,30 @@ class Trainer:
                     gc_set(False)
         return self.result
 
+    def _flush(self, pending: list, t_start: float, total: int) -> float:
+        """The one host sync every ``sync_every`` steps: read the pending losses, check them, report them."""
+        values = torch.stack([p[4] for p in pending]).tolist()
+        it_s = pending[-1][0] / max(time.time() - t_start, 1e-9)
+        for (step, epoch, lr, d, _), loss in zip(pending, values):
+            d_lr = d * lr if d is not None else None
+            self.cb.emit("on_log", {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "d_lr": d_lr, "it_s": it_s})
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"the loss became {loss} at step {step}; the run was stopped and nothing non-finite was saved",
+                    "lower the learning rate (try half), or use bf16/fp32 instead of fp16")
+        step, epoch, lr, d, _ = pending[-1]
+        mean = sum(values) / len(values)
+        self.cb.emit("on_progress", Progress(step, total, epoch, mean, lr, it_s, (total - step) / max(it_s, 1e-9),
+                                             d_lr=d * lr if d is not None else None))
+        return mean
+
     def _loop(self) -> None:
         cfg = self.cfg
         total, accum = self.total, cfg.gradient_accumulation_steps
         saves = save_steps(cfg, total)
         step, micro, epoch = 0, 0, 0
-        running = torch.zeros((), device=self.device)
-        running_n = 0
+        pending: list[tuple[int, int, float, Optional[float], torch.Tensor]] = []  # per-step losses, still on device
+        micro_losses: list[torch.Tensor] = []
         t_start = time.time()
         last_loss = float("nan")
         final = self.out_dir / f"{self.name}.safetensors"
@@ -338,29 +355,17 @@ class Trainer:
                         raise Cancelled()
                     micro += 1
                     acc = micro % accum != 0
-                    running += self._step(batch, acc)
-                    running_n += 1
+                    lr = self.scheduler.get_last_lr()[0]  # the lr this step trains with
+                    micro_losses.append(self._step(batch, acc))
                     if acc:
                         continue
                     step += 1
+                    d = self.optimizer.param_groups[0].get("d")
+                    pending.append((step, epoch, lr, d, torch.stack(micro_losses).mean()))
+                    micro_losses = []
                     if step % cfg.sync_every == 0 or step == total or step in saves:
-                        last_loss = float(running) / max(1, running_n)
-                        running.zero_()
-                        running_n = 0
-                        if not math.isfinite(last_loss):
-                            raise NonFiniteLoss(
-                                f"the loss became {last_loss} at step {step}; the run was stopped and nothing "
-                                "non-finite was saved",
-                                "lower the learning rate (try half), or use bf16/fp32 instead of fp16")
-                        el = time.time() - t_start
-                        it_s = step / max(el, 1e-9)
-                        lr = self.scheduler.get_last_lr()[0]
-                        d = self.optimizer.param_groups[0].get("d")
-                        prog = Progress(step, total, epoch, last_loss, lr, it_s, (total - step) / max(it_s, 1e-9),
-                                        d_lr=(d * lr) if d is not None else None)
-                        self.cb.emit("on_progress", prog)
-                        self.cb.emit("on_log", {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
-                                                "d_lr": prog.d_lr, "it_s": it_s})
+                        last_loss = self._flush(pending, t_start, total)
+                        pending = []
                     if step in saves:
                         self._save(self.out_dir / f"{self.name}-step{step:06d}.safetensors", step, epoch)
                     if step >= total:
@@ -369,6 +374,8 @@ class Trainer:
                     self._save(self.out_dir / f"{self.name}-{epoch:06d}.safetensors", step, epoch)
         except Cancelled:
             self.result.cancelled = True
+            if pending:
+                last_loss = self._flush(pending, t_start, total)
         self.result.steps = step
         self.result.total_steps = total
         self.result.final_loss = last_loss
