@@ -97,10 +97,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .models import default_dataset, load_backend
+    from .models import default_dataset, load_backend, preset_for
 
-    backend, preset = load_backend(args.base_model, _device(args.device))
-    cfg = config_from_args(TrainConfig, args, preset)
+    cfg = config_from_args(TrainConfig, args, preset_for(args.base_model))  # bad options fail before any loading
     data = Path(args.data) if args.data else default_dataset()
     from .training.data import parse_kohya_dirname, scan_dataset
 
@@ -111,6 +110,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, name=_safe_name(name))
     out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
     scan = scan_dataset(data, cfg.repeats)
+    backend, _ = load_backend(args.base_model, _device(args.device))
     from .training.loop import forecast
 
     fc = forecast(cfg, scan.num_samples)
@@ -237,8 +237,36 @@ def _generate(args: argparse.Namespace) -> int:
 COMMANDS["train"] = ("train a LoRA; writes OUT/<name>.safetensors and per-save files", _train_args, _train)
 COMMANDS["generate"] = ("txt2img with a LoRA applied", _gen_args, _generate)
 
+# Each step's package adds its own commands: a module here defines ``register(commands: dict)``, which adds
+# ``name -> (help, add_arguments, run)`` entries. Importing them must stay cheap (no torch at import).
+COMMAND_MODULES = (
+    "lora_trainer.toy.demo",
+    "lora_trainer.prepare.cli",
+    "lora_trainer.tags.cli",
+    "lora_trainer.training.estimate",
+    "lora_trainer.api.serve",
+    "lora_trainer.ui.standalone",
+)
+
+
+def _register_all() -> None:
+    import importlib
+    import importlib.util
+
+    for mod in COMMAND_MODULES:
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            register = getattr(importlib.import_module(mod), "register", None)
+            if register is not None:
+                register(COMMANDS)
+
+
 
 def build_parser() -> argparse.ArgumentParser:
+    _register_all()
     p = argparse.ArgumentParser(prog="python -m lora_trainer",
                                 description="LoRA Trainer: a folder of photos to a working LoRA.")
     p.add_argument("--version", action="version", version=f"LoRA Trainer {__version__}")

@@ -40,6 +40,16 @@ def grad_scaler(device_type: str = "cuda") -> Any:
     return torch.cuda.amp.GradScaler()
 
 
+def autocast(device_type: str, dtype: Any):
+    """``torch.autocast`` for a dtype, or a no-op when ``dtype`` is None (torch 2.1 rejects
+    ``autocast("cpu", dtype=float32, enabled=False)`` while newer versions accept it)."""
+    import contextlib
+
+    import torch
+
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+
+
 # ---- transformers -----------------------------------------------------------------------------------
 
 def clip_text_module_paths_have_prefix(text_model: Any) -> bool:

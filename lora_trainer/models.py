@@ -20,6 +20,13 @@ def cache_dir() -> Path:
     return default_cache_dir()
 
 
+def preset_for(base_model: Optional[str]) -> Optional[dict]:
+    """The toy preset for the embedded model; none (the recipe defaults) for a user's model."""
+    from .config import TOY_PRESET
+
+    return None if base_model else dict(TOY_PRESET)
+
+
 def load_backend(base_model: Optional[str], device: torch.device):
     """(backend, preset dict or None) for a command."""
     from .config import TOY_PRESET

@@ -1,5 +1,6 @@
-"""The training core on a tiny diffusers model: it learns, leaves the base model untouched, saves files
-loaders read, stops on NaN without writing it, and saves what it has when cancelled."""
+"""The training core over BOTH backends (a tiny diffusers model and a real tiny ldm LatentDiffusion, the
+WebUI's classes): it learns, leaves the base model untouched, saves files loaders read, stops on NaN without
+writing it, and saves what it has when cancelled."""
 
 from __future__ import annotations
 
@@ -8,9 +9,33 @@ import math
 import pytest
 import torch
 
-from conftest import needs_diffusers
+from conftest import HAS_DIFFUSERS
 
-pytestmark = needs_diffusers
+
+@pytest.fixture(params=["diffusers", "ldm"])
+def make_backend(request):
+    """A factory of backends over a shared tiny model of the given kind."""
+    if request.param == "diffusers":
+        if not HAS_DIFFUSERS:
+            pytest.skip("needs diffusers: the WebUI 1.10 host profile has none (INTERFACES.md §6)")
+        from tiny_sd import tiny_backend
+
+        return tiny_backend
+    from ldm_models import tiny_latent_diffusion
+
+    from lora_trainer.training.ldm_backend import LdmBackend
+
+    model = _ldm_model(tiny_latent_diffusion)
+    return lambda: LdmBackend(model, name="tiny-ldm")
+
+
+_LDM = {}
+
+
+def _ldm_model(build):
+    if "m" not in _LDM:
+        _LDM["m"] = build(seed=0)
+    return _LDM["m"]
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +71,11 @@ def _eval_loss(backend, net, latents, captions, seed=0):
     return total / 8
 
 
-def test_loss_goes_down_on_a_learnable_target(data_dir, tmp_path):
-    from tiny_sd import tiny_backend
-
+def test_loss_goes_down_on_a_learnable_target(make_backend, data_dir, tmp_path):
     from lora_trainer.training import data as D
     from lora_trainer.training.loop import Trainer
 
-    be = tiny_backend()
+    be = make_backend()
     scan = D.scan_dataset(data_dir, 1)
     cfg = _cfg(unet_lr=3e-3, epochs=6, rank=4, alpha=4)
     tr = Trainer(be, scan, cfg, tmp_path, name="t")
@@ -67,19 +90,20 @@ def test_loss_goes_down_on_a_learnable_target(data_dir, tmp_path):
     assert after < 0.9 * before, (before, after)
 
 
-def test_base_model_untouched_and_metadata_present(data_dir, tmp_path):
-    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+def test_base_model_untouched_and_metadata_present(make_backend, data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot
 
     from lora_trainer.training.loop import train
     from lora_trainer.training.saving import read_lora
 
-    be = tiny_backend()
+    be = make_backend()
     snap = base_snapshot(be)
     res = train(be, data_dir, _cfg(name="Amy", trigger_word="amy", save_fractions=[0.5]), tmp_path)
     assert_base_unchanged(be, snap)
     assert [p.name for p in res.saved] == ["Amy-step000002.safetensors", "Amy.safetensors"]
     tensors, md = read_lora(res.output)
-    assert len([k for k in tensors if k.endswith(".lora_down.weight")]) == 72 + 12
+    n_targets = len(be.lora_targets("unet")) + len(be.lora_targets("te"))
+    assert len([k for k in tensors if k.endswith(".lora_down.weight")]) == n_targets
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight" in tensors
     assert "lora_unet_down_blocks_0_attentions_0_proj_in.alpha" in tensors
     assert all(t.dtype == torch.float16 for t in tensors.values())
@@ -102,14 +126,14 @@ def test_base_model_untouched_and_metadata_present(data_dir, tmp_path):
     assert side["activation text"] == "amy" and side["sd version"] == "SD1"
 
 
-def test_cancel_saves_a_valid_file_and_no_temp_file(data_dir, tmp_path):
-    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+def test_cancel_saves_a_valid_file_and_no_temp_file(make_backend, data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot
 
     from lora_trainer.training.loop import Callbacks, train
     from lora_trainer.training.saving import read_lora
     from lora_trainer.workspace import leftover_temp_files
 
-    be = tiny_backend()
+    be = make_backend()
     snap = base_snapshot(be)
     seen = []
     cb = Callbacks(on_progress=lambda p: seen.append(p) if p.phase == "train" else None)
@@ -121,14 +145,14 @@ def test_cancel_saves_a_valid_file_and_no_temp_file(data_dir, tmp_path):
     assert_base_unchanged(be, snap)
 
 
-def test_nan_stops_the_run_and_nothing_non_finite_is_written(data_dir, tmp_path):
-    from tiny_sd import assert_base_unchanged, base_snapshot, tiny_backend
+def test_nan_stops_the_run_and_nothing_non_finite_is_written(make_backend, data_dir, tmp_path):
+    from tiny_sd import assert_base_unchanged, base_snapshot
 
     from lora_trainer.errors import NonFiniteLoss
     from lora_trainer.training.loop import train
     from lora_trainer.training.saving import read_lora
 
-    be = tiny_backend()
+    be = make_backend()
     snap = base_snapshot(be)
     calls = {"n": 0}
     real = be.denoise

@@ -1,4 +1,4 @@
-"""Shared tiny diffusers model and dataset for the training tests (standalone profile)."""
+"""Shared tiny diffusers model for the training tests, and base-model snapshots for any backend."""
 
 from __future__ import annotations
 

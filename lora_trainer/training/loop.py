@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..compat import autocast, grad_scaler
 from ..config import TrainConfig, sanitize_name
 from ..errors import Cancelled, NonFiniteLoss, UserError
 from . import data as D
@@ -207,7 +208,6 @@ class Trainer:
         self.amp_dtype = amp
         self.scaler = None
         if amp == torch.float16:
-            from ..compat import grad_scaler
             self.scaler = grad_scaler("cuda")
         # Text-encoder outputs can be cached only when it is frozen and captions never change.
         self.cache_text = not self.train_te and not self.cfg.shuffle_caption and self.cfg.caption_dropout_rate == 0
@@ -241,7 +241,7 @@ class Trainer:
         t = torch.randint(0, self.alphas.shape[0], (b,), generator=self.gen).to(self.device)
         ac_t = self.alphas[t]
         noisy = add_noise(latents, noise, ac_t)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with autocast(self.device.type, self.amp_dtype):
             cond = self._conditioning(captions)
             pred = be.denoise(noisy.to(be.dtype) if self.amp_dtype is None else noisy, t, cond)
         target = v_target(latents, noise, ac_t) if self.v_pred else noise
