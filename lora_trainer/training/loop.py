@@ -127,8 +127,8 @@ class Trainer:
     # ---- precision -----------------------------------------------------------------------------------
     def _autocast(self):
         cfg, dev = self.cfg, self.device
-        if dev.type != "cuda":
-            return None
+        if dev.type != "cuda":  # CPU: fp32 unless bf16 is asked for (fast on CPUs with AMX/AVX512-BF16)
+            return torch.bfloat16 if cfg.mixed_precision == "bf16" else None
         wanted = cfg.mixed_precision
         if wanted == "auto":
             wanted = "bf16" if self.backend.dtype == torch.bfloat16 else "fp16"

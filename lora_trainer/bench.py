@@ -1,0 +1,269 @@
+"""``python -m lora_trainer.bench``: speed and memory figures, one row per line.
+
+Training rows time our loop (``Trainer._step`` on cached latents, the recipe's networks on UNet and text
+encoder) and a plain diffusers + peft loop on the same model and settings — what a user would write from
+diffusers' LoRA example — so the two can be compared on the same machine in the same run. Other steps add
+their rows through ``ROW_PROVIDERS``. Tests check behaviour, not these timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import resource
+import sys
+import time
+from typing import Callable, Optional
+
+import torch
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _rss_mb()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+def sd15_components(device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Random-initialised full-size SD1.5 UNet, VAE and CLIP-L text encoder (configs from model_loading)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .toy.tokenizer import load_clip_tokenizer
+    from .training.model_loading import _VAE, CONFIGS
+
+    torch.manual_seed(seed)
+    strip = lambda d: {k: v for k, v in d.items() if not k.startswith("_")}  # noqa: E731
+    unet = UNet2DConditionModel(**strip(CONFIGS["sd1"]["unet"]))
+    vae = AutoencoderKL(**{k: v for k, v in strip(_VAE).items() if k != "scaling_factor"})
+    te_cfg = {k: v for k, v in CONFIGS["sd1"]["text_encoder"].items() if k not in ("architectures", "model_type",
+                                                                                     "torch_dtype")}
+    te = CLIPTextModel(CLIPTextConfig(**te_cfg))
+    parts = {"unet": unet, "vae": vae, "text_encoder": te, "tokenizer": load_clip_tokenizer()}
+    for k in ("unet", "vae", "text_encoder"):
+        parts[k].to(device, dtype).eval()
+    return parts
+
+
+def tiny_parts(device: torch.device) -> dict:
+    from .training.tiny import tiny_components
+
+    parts = tiny_components(seed=0)
+    for k in ("unet", "vae", "text_encoder"):
+        parts[k].to(device).eval()
+    return parts
+
+
+# --------------------------------------------------------------------------------------------- our loop
+
+def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: int, alpha: float, steps: int,
+               warmup: int, optimizer: str = "AdamW", mixed_precision: str = "auto",
+               gradient_checkpointing: bool = False) -> dict:
+    """Our Trainer's step on cached latents: returns s/step, it/s, peak memory, latent-cache seconds."""
+    import tempfile
+    from pathlib import Path
+
+    from .config import TrainConfig
+    from .training import data as D
+    from .training.backend import frozen
+    from .training.diffusers_backend import DiffusersBackend
+    from .training.loop import Trainer
+    from .training.tiny import tiny_dataset
+
+    be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
+                          dtype=next(parts["unet"].parameters()).dtype, name="bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_dataset(tmp, n=max(4, batch), size=size, repeats=100, name="bench")
+        scan = D.scan_dataset(tmp, 1)
+        cfg = TrainConfig(resolution=size, min_bucket_reso=min(64, size), max_bucket_reso=size * 2,
+                          bucket_step=8 if size < 256 else 64, rank=rank, alpha=alpha, batch_size=batch,
+                          optimizer=optimizer, mixed_precision=mixed_precision, save_fractions=[],
+                          gradient_checkpointing=gradient_checkpointing, sync_every=steps + warmup)
+        tr = Trainer(be, scan, cfg, Path(tmp) / "out", name="bench")
+        tr.alphas = be.alphas_cumprod().to(device)
+        tr.v_pred = False
+        with frozen(*be.modules().values()):
+            tr._prepare_data()
+            tr._prepare_network()
+            if gradient_checkpointing:
+                be.set_gradient_checkpointing(True)
+            rng = random.Random(0)
+            batches = D.epoch_batches(tr.bucket_of, tr.repeats, batch, rng)
+            with tr.network.applied():
+                for i in range(warmup):
+                    tr._step(batches[i % len(batches)], False)
+                _sync(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                t0 = time.perf_counter()
+                loss = torch.zeros((), device=device)
+                for i in range(steps):
+                    loss += tr._step(batches[(warmup + i) % len(batches)], False)
+                float(loss)
+                _sync(device)
+                dt = (time.perf_counter() - t0) / steps
+            if gradient_checkpointing:
+                be.set_gradient_checkpointing(False)
+        return {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device), "cache_s": tr.cache_seconds,
+                "optimizer": tr.result.optimizer, "modules": len(tr.network)}
+
+
+# --------------------------------------------------------------------------------------------- baseline
+
+def bench_baseline(parts: dict, device: torch.device, size: int, batch: int, rank: int, alpha: float, steps: int,
+                   warmup: int) -> dict:
+    """A plain diffusers + peft loop with cached latents: what a user writes from diffusers' LoRA example,
+    on the same targets (kohya's), AdamW, fp32 on CPU, a ``loss.item()`` every step as the example logs."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from .compat import inject_lora_peft
+    from .training.diffusers_backend import select_te_targets, select_unet_targets
+
+    unet, te, vae, tok = parts["unet"], parts["text_encoder"], parts["vae"], parts["tokenizer"]
+    unet_names = {id(m): n for n, m in unet.named_modules()}
+    te_names = {id(m): n for n, m in te.named_modules()}
+    unet_targets = [unet_names[id(m)] for m in select_unet_targets(unet).values()]
+    te_targets = [te_names[id(m)] for m in select_te_targets(te).values()]
+    for m in (unet, te, vae):
+        m.requires_grad_(False)
+    import copy
+
+    unet_l = copy.deepcopy(unet)
+    te_l = copy.deepcopy(te)
+    inject_lora_peft(unet_l, rank, alpha, unet_targets)
+    inject_lora_peft(te_l, rank, alpha, te_targets)
+    unet_l.train()
+    te_l.train()
+    params = [p for m in (unet_l, te_l) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        px = torch.rand(batch, 3, size, size, generator=g).to(device) * 2 - 1
+        latents = vae.encode(px).latent_dist.sample() * vae.config.scaling_factor
+    ids = tok(["tok, red square"] * batch, padding="max_length", max_length=77, truncation=True,
+              return_tensors="pt").input_ids.to(device)
+
+    def step():
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noisy = sched.add_noise(latents, noise, t)
+        ehs = te_l(ids, return_dict=False)[0]
+        pred = unet_l(noisy, t, ehs, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return loss.item()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    out = {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device)}
+    del unet_l, te_l, opt
+    gc.collect()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- rows
+
+def _train_rows(model: str, device: torch.device, quick: bool) -> list[dict]:
+    if model == "tiny":
+        parts = tiny_parts(device)
+        size, batch, rank, alpha, steps, warmup = 64, 2, 8, 4.0, 10 if quick else 30, 2
+    else:
+        on_gpu = device.type == "cuda"
+        parts = sd15_components(device)
+        size, batch, rank, alpha = (512 if on_gpu else 256), 1, 128, 64.0
+        steps, warmup = (50, 5) if on_gpu else (3, 1)
+    rows = []
+    base = bench_baseline(parts, device, size, batch, rank, alpha, steps, warmup)
+    ours = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW")
+    tag = f"{model} {size}px bs{batch} r{rank} {device.type}"
+    rows.append({"row": f"train-baseline {tag}", "s_per_step": base["s_per_step"], "it_s": base["it_s"],
+                 "peak_mb": base["peak_mb"]})
+    rows.append({"row": f"train-ours {tag}", "s_per_step": ours["s_per_step"], "it_s": ours["it_s"],
+                 "peak_mb": ours["peak_mb"], "cache_s": ours["cache_s"], "modules": ours["modules"],
+                 "ratio_to_baseline": ours["s_per_step"] / base["s_per_step"]})
+    bf = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW",
+                    mixed_precision="bf16")
+    rows.append({"row": f"train-ours-bf16 {tag}", "s_per_step": bf["s_per_step"], "it_s": bf["it_s"],
+                 "peak_mb": bf["peak_mb"], "ratio_to_baseline": bf["s_per_step"] / base["s_per_step"]})
+    return rows
+
+
+ROW_PROVIDERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
+    "train-tiny": lambda a: _train_rows("tiny", a.device, a.quick),
+    "train-sd15": lambda a: _train_rows("sd15", a.device, a.quick),
+}
+
+
+def _optional_providers() -> None:
+    """Rows other steps add (preparation, optimizers, the LR sweep) when their modules exist."""
+    import importlib
+
+    for mod, fn, names in (("lora_trainer.bench_prepare", "prepare_rows", ("prepare",)),
+                           ("lora_trainer.training.bench_features", "feature_rows", ("optimizers",)),
+                           ("lora_trainer.training.lr_sweep", "sweep_rows", ("lr-sweep",))):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for name in names:
+            ROW_PROVIDERS.setdefault(name, lambda a, m=m, fn=fn: getattr(m, fn)(a))
+
+
+def _fmt(row: dict) -> str:
+    parts = [row["row"]]
+    for k, v in row.items():
+        if k == "row":
+            continue
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return "  ".join(parts)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    _optional_providers()
+    p = argparse.ArgumentParser(prog="python -m lora_trainer.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", choices=sorted(ROW_PROVIDERS), help="run only these rows (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="fewer timed steps")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = p.parse_args(argv)
+    args.device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    names = args.only or [n for n in ROW_PROVIDERS if n != "lr-sweep"]
+    for name in names:
+        for row in ROW_PROVIDERS[name](args):
+            print(json.dumps(row) if args.json else _fmt(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
