@@ -49,6 +49,10 @@ class TrainConfig:
     save_fractions: list = opt([0.2, 0.4, 0.6, 0.8], "Intermediate saves at these fractions of the total "
                                "steps (for the test grid); empty for none", group="output")
     save_every_n_epochs: int = opt(0, "Also save after every N epochs (0 = off)", group="output", min=0)
+    sample_every_n_steps: int = opt(0, "Generate sample images every N steps (0 = off)", group="samples", min=0)
+    sample_every_n_epochs: int = opt(0, "Generate sample images every N epochs (0 = off)", group="samples", min=0)
+    sample_prompts: list = opt([], "Prompts for the sample images (separate with | on the command line)",
+                              group="samples", item="str")
     # --- network ---
     network: str = opt("lora", "Network type: LoRA on attention layers, or LoCon (also the UNet's convs)",
                        group="network", choices=("lora", "locon"), ss="ss_network_module")
@@ -149,9 +153,11 @@ def coerce(cls, name: str, value: Any) -> Any:
                 return low in ("1", "true", "yes", "on")
             return bool(value)
         if typ is list:
-            if isinstance(value, str):
-                return [float(x) for x in value.replace(";", ",").split(",") if x.strip()]
-            return [float(x) for x in value]
+            numeric = f.metadata.get("item", "float") == "float"
+            if isinstance(value, str):  # numbers: "0.2,0.4"; text items (prompts hold commas): "a|b"
+                parts = value.replace(";", ",").split(",") if numeric else value.split("|")
+                value = [x.strip() for x in parts if x.strip()]
+            return [float(x) for x in value] if numeric else [str(x) for x in value]
         if typ is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return typ(value)

@@ -50,6 +50,9 @@ class Callbacks:
     on_progress: Optional[Callable[[Progress], None]] = None
     on_save: Optional[Callable[[Path], None]] = None
     on_log: Optional[Callable[[dict], None]] = None
+    # Called with (step, epoch) at the sample points, the network attached; a front end passes its
+    # Generator-backed sampler here (diffusers standalone, the WebUI's txt2img in the tab).
+    on_sample: Optional[Callable[[int, int], None]] = None
 
     def emit(self, name: str, *args) -> None:
         fn = getattr(self, name)
@@ -368,10 +371,14 @@ class Trainer:
                         pending = []
                     if step in saves:
                         self._save(self.out_dir / f"{self.name}-step{step:06d}.safetensors", step, epoch)
+                    if cfg.sample_every_n_steps and step % cfg.sample_every_n_steps == 0:
+                        self.cb.emit("on_sample", step, epoch)
                     if step >= total:
                         break
                 if cfg.save_every_n_epochs and epoch % cfg.save_every_n_epochs == 0 and step < total:
                     self._save(self.out_dir / f"{self.name}-{epoch:06d}.safetensors", step, epoch)
+                if cfg.sample_every_n_epochs and epoch % cfg.sample_every_n_epochs == 0:
+                    self.cb.emit("on_sample", step, epoch)
         except Cancelled:
             self.result.cancelled = True
             if pending:
