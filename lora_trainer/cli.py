@@ -98,28 +98,47 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from .models import default_dataset, load_backend, preset_for
-
-    cfg = config_from_args(TrainConfig, args, preset_for(args.base_model))  # bad options fail before any loading
-    data = Path(args.data) if args.data else default_dataset()
     from .training.data import parse_kohya_dirname, scan_dataset
-
-    name = cfg.name
-    if not name:
-        first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None)
-        name = parse_kohya_dirname(first.name)[1] if first else data.name
-        cfg = dataclasses.replace(cfg, name=_safe_name(name))
-    out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
-    scan = scan_dataset(data, cfg.repeats)
-    backend, _ = load_backend(args.base_model, _device(args.device))
     from .training.loop import forecast
 
+    job_id = None
+    if args.resume:
+        job_dir = Path(args.resume)
+        saved = _saved_job(job_dir)
+        cfg = from_dict(TrainConfig, saved["train"])
+        data, base_model, out = Path(saved["data"]), saved.get("base_model"), Path(saved["output_dir"])
+        job_id = job_dir.name
+    else:
+        base_model = args.base_model
+        cfg = config_from_args(TrainConfig, args, preset_for(base_model))  # bad options fail before any loading
+        data = Path(args.data) if args.data else default_dataset()
+        if not cfg.name:
+            first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None) \
+                if data.is_dir() else None
+            cfg = dataclasses.replace(cfg, name=_safe_name(parse_kohya_dirname(first.name)[1] if first else data.name))
+        out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
+    scan = scan_dataset(data, cfg.repeats)
+    backend, _ = load_backend(base_model, _device(args.device))
     fc = forecast(cfg, scan.num_samples)
     print(f"{scan.num_images} images × repeats × {cfg.epochs} epochs ÷ batch {cfg.batch_size} = {fc['steps']} steps "
           f"on {backend.name} ({backend.device.type})", file=sys.stderr)
     if scan.missing_captions:
         print(f"warning: {len(scan.missing_captions)} images have no caption (.txt/.caption), e.g. "
               f"{scan.missing_captions[0].name}: they train on the folder name", file=sys.stderr)
-    return run_job(out, "train", cfg, lambda ctx: _train_job(ctx, backend, scan, cfg, out))
+    job_config = {"train": dataclasses.asdict(cfg), "data": str(data.resolve()), "base_model": base_model,
+                  "output_dir": str(out.resolve())}
+    return run_job(out, "train", job_config,
+                   lambda ctx: _train_job(ctx, backend, scan, cfg, out, resume=job_id is not None), job_id=job_id)
+
+
+def _saved_job(job_dir: Path) -> dict:
+    state_file = job_dir / "state.json"
+    if not state_file.is_file():
+        raise UserError(f"{job_dir} is not a job folder (no state.json)", "give --resume OUT/jobs/<job-id>")
+    saved = json.loads(state_file.read_text(encoding="utf-8"))
+    if saved.get("kind") != "train" or "train" not in (saved.get("config") or {}):
+        raise UserError(f"{job_dir} is not a training job", "give --resume the folder of a train job")
+    return saved["config"]
 
 
 def _safe_name(name: str) -> str:
@@ -128,13 +147,13 @@ def _safe_name(name: str) -> str:
     return sanitize_name(name)
 
 
-def _train_job(ctx, backend, scan, cfg, out: Path) -> dict:
+def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict:
     from .training.loop import Callbacks, Trainer
 
     bar = _Bar()
     cb = Callbacks(on_progress=lambda p: (ctx.progress(p), bar.update(p)), on_log=ctx.log)
     try:
-        res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name).run()
+        res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name, resume=resume).run()
     finally:
         bar.close()
     for w in res.warnings:
@@ -171,12 +190,13 @@ class _Bar:
             self.bar = None
 
 
-def run_job(out: Path, kind: str, cfg, fn) -> int:
-    """Run one job through a JobRunner in ``out/jobs``; Ctrl-C cancels it (it saves what it has)."""
+def run_job(out: Path, kind: str, config: dict, fn, job_id: Optional[str] = None) -> int:
+    """Run one job through a JobRunner in ``out/jobs``; Ctrl-C cancels it (it saves what it has).
+    ``job_id`` of an existing job continues in its folder (resume)."""
     from .jobs import CANCELLED, FAILED, JobRunner
 
     runner = JobRunner(out / "jobs")
-    job = runner.submit(kind, fn, config=dataclasses.asdict(cfg))
+    job = runner.submit(kind, fn, config=config, job_id=job_id)
     try:
         while True:
             try:
@@ -236,6 +256,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 COMMANDS["train"] = ("train a LoRA; writes OUT/<name>.safetensors and per-save files", _train_args, _train)
 COMMANDS["generate"] = ("txt2img with a LoRA applied", _gen_args, _generate)
+COMMANDS["demo"] = ("teach the embedded toy model a new shape with a LoRA; before/after grid and DIR/demo.json", lambda p: __import__("lora_trainer.toy.demo", fromlist=["x"]).add_args(p), lambda a: __import__("lora_trainer.toy.demo", fromlist=["x"]).run(a))
 
 # Each step's package adds its own commands: a module here defines ``register(commands: dict)``, which adds
 # ``name -> (help, add_arguments, run)`` entries. Importing them must stay cheap (no torch at import).

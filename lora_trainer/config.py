@@ -49,6 +49,8 @@ class TrainConfig:
     save_fractions: list = opt([0.2, 0.4, 0.6, 0.8], "Intermediate saves at these fractions of the total "
                                "steps (for the test grid); empty for none", group="output")
     save_every_n_epochs: int = opt(0, "Also save after every N epochs (0 = off)", group="output", min=0)
+    save_state_every_n_steps: int = opt(0, "Save the full training state every N steps for --resume (it is also "
+                                           "saved at every intermediate save; 0 = only then)", group="output", min=0)
     sample_every_n_steps: int = opt(0, "Generate sample images every N steps (0 = off)", group="samples", min=0)
     sample_every_n_epochs: int = opt(0, "Generate sample images every N epochs (0 = off)", group="samples", min=0)
     sample_prompts: list = opt([], "Prompts for the sample images (separate with | on the command line)",

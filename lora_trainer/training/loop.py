@@ -115,8 +115,9 @@ class Trainer:
 
     def __init__(self, backend: ModelBackend, scan: D.DatasetScan, cfg: TrainConfig, out_dir: Path,
                  callbacks: Optional[Callbacks] = None, should_stop: Callable[[], bool] = lambda: False,
-                 job_dir: Optional[Path] = None, name: str = "lora"):
+                 job_dir: Optional[Path] = None, name: str = "lora", resume: bool = False):
         self.backend, self.scan, self.cfg = backend, scan, cfg
+        self.resume = resume
         self.out_dir, self.job_dir = Path(out_dir), job_dir
         self.cb = callbacks or Callbacks()
         self.should_stop = should_stop
@@ -158,6 +159,16 @@ class Trainer:
         self.masks: list[Optional[torch.Tensor]] = []
         t0 = time.time()
         n = len(items)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)  # VAE posterior samples: same latents on a resume, host RNG untouched
+            self._encode_all(items, t0, n)
+        self.cache_seconds = time.time() - t0
+        self.repeats = [it.repeats for it in items]
+        self.steps_per_epoch = D.steps_per_epoch(self.bucket_of, self.repeats, cfg.batch_size)
+        self.total = total_steps(cfg, self.steps_per_epoch)
+
+    def _encode_all(self, items, t0: float, n: int) -> None:
+        cfg = self.cfg
         for i, it in enumerate(items):
             if self.should_stop():
                 raise Cancelled()
@@ -172,10 +183,6 @@ class Trainer:
             self.masks.append(m)
             self.cb.emit("on_progress", Progress(i + 1, n, 0, float("nan"), 0.0, (i + 1) / max(1e-9, time.time() - t0),
                                                  0.0, phase="cache"))
-        self.cache_seconds = time.time() - t0
-        self.repeats = [it.repeats for it in items]
-        self.steps_per_epoch = D.steps_per_epoch(self.bucket_of, self.repeats, cfg.batch_size)
-        self.total = total_steps(cfg, self.steps_per_epoch)
 
     # ---- network and optimizer -----------------------------------------------------------------------
     def _prepare_network(self) -> None:
@@ -190,7 +197,9 @@ class Trainer:
         if self.train_te:
             targets.update(be.lora_targets("te"))
         conv_rank = (cfg.conv_rank or cfg.rank) if conv else 0
-        self.network = LoRANetwork(targets, cfg.rank, cfg.alpha, conv_rank, cfg.conv_alpha).to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # the same initial LoRA for the same seed, host RNG untouched
+            self.network = LoRANetwork(targets, cfg.rank, cfg.alpha, conv_rank, cfg.conv_alpha).to(self.device)
         groups = []
         unet_p = [p for m in self.network.parts("lora_unet") for p in m.parameters()]
         te_p = [p for m in self.network.parts("lora_te") for p in m.parameters()]
@@ -339,11 +348,38 @@ class Trainer:
                                              d_lr=d * lr if d is not None else None))
         return mean
 
+    def _save_state(self, step: int, epoch: int, batch_index: int, micro: int) -> None:
+        if self.job_dir is None:
+            return
+        from .state import save_state
+
+        save_state(Path(self.job_dir) / "state", step=step, epoch=epoch, batch_index=batch_index, micro=micro,
+                   network=self.network, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                   gen=self.gen, rng=self.rng)
+
+    def _restore(self) -> tuple[int, int, int, int]:
+        """(step, epoch, batch_index, micro) to continue from: the job folder's latest state, or the start."""
+        if not self.resume:
+            return 0, 0, 0, 0
+        from .state import latest_state, load_state
+
+        path = latest_state(Path(self.job_dir) / "state") if self.job_dir else None
+        if path is None:
+            raise UserError(f"no saved training state in {self.job_dir}",
+                            "resume needs a job folder whose run saved state (intermediate saves or "
+                            "save_state_every_n_steps)")
+        pos = load_state(path, network=self.network, optimizer=self.optimizer, scheduler=self.scheduler,
+                         scaler=self.scaler, gen=self.gen, rng=self.rng)
+        log.info("resuming at step %d (epoch %d, batch %d)", pos["step"], pos["epoch"], pos["batch_index"])
+        return pos["step"], pos["epoch"], pos["batch_index"], pos["micro"]
+
     def _loop(self) -> None:
         cfg = self.cfg
         total, accum = self.total, cfg.gradient_accumulation_steps
         saves = save_steps(cfg, total)
-        step, micro, epoch = 0, 0, 0
+        step, epoch, start_batch, micro = self._restore()
+        pos = (step, epoch, start_batch, micro)
+        epoch = max(0, epoch - 1)  # a resume re-enters the saved epoch and skips its finished batches
         pending: list[tuple[int, int, float, Optional[float], torch.Tensor]] = []  # per-step losses, still on device
         micro_losses: list[torch.Tensor] = []
         t_start = time.time()
@@ -353,7 +389,11 @@ class Trainer:
             while step < total:
                 epoch += 1
                 rng = random.Random(cfg.seed * 1000 + epoch)
-                for batch in D.epoch_batches(self.bucket_of, self.repeats, cfg.batch_size, rng):
+                batches = D.epoch_batches(self.bucket_of, self.repeats, cfg.batch_size, rng)
+                for bi, batch in enumerate(batches):
+                    if bi < start_batch:
+                        continue
+                    start_batch = 0
                     if self.should_stop():
                         raise Cancelled()
                     micro += 1
@@ -363,6 +403,7 @@ class Trainer:
                     if acc:
                         continue
                     step += 1
+                    pos = (step, epoch, bi + 1, micro)  # the last completed optimizer step, for state saves
                     d = self.optimizer.param_groups[0].get("d")
                     pending.append((step, epoch, lr, d, torch.stack(micro_losses).mean()))
                     micro_losses = []
@@ -371,6 +412,9 @@ class Trainer:
                         pending = []
                     if step in saves:
                         self._save(self.out_dir / f"{self.name}-step{step:06d}.safetensors", step, epoch)
+                    if step in saves or (cfg.save_state_every_n_steps and step % cfg.save_state_every_n_steps == 0):
+                        if step < total:
+                            self._save_state(*pos)
                     if cfg.sample_every_n_steps and step % cfg.sample_every_n_steps == 0:
                         self.cb.emit("on_sample", step, epoch)
                     if step >= total:
@@ -383,6 +427,8 @@ class Trainer:
             self.result.cancelled = True
             if pending:
                 last_loss = self._flush(pending, t_start, total)
+            if pos[0] > 0 and pos[0] < total:
+                self._save_state(*pos)  # a cancelled run can be resumed too
         self.result.steps = step
         self.result.total_steps = total
         self.result.final_loss = last_loss

@@ -74,13 +74,21 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
             from dadaptation import DAdaptAdam
         except ImportError as exc:
             raise UserError("DAdaptAdam needs the dadaptation package", "pip install dadaptation") from exc
-        return DAdaptAdam(param_groups, weight_decay=weight_decay, decouple=True), name, None
+        # D-Adaptation takes one lr for all groups; a group's own ratio goes into its layer_scale.
+        top = max(g["lr"] for g in param_groups) or 1.0
+        groups = [{**g, "lr": top, "layer_scale": g["lr"] / top} for g in param_groups]
+        return DAdaptAdam(groups, weight_decay=weight_decay, decouple=True), name, None
     if name == "Prodigy":
         try:
             from prodigyopt import Prodigy
         except ImportError as exc:
             raise UserError("Prodigy needs the prodigyopt package", "pip install prodigyopt") from exc
-        return Prodigy(param_groups, weight_decay=weight_decay, decouple=True), name, None
+        top = max(g["lr"] for g in param_groups)
+        if any(g["lr"] != top for g in param_groups):
+            warning = "Prodigy adapts one learning rate for all parts: the text encoder uses the UNet's"
+            log.warning(warning)
+        groups = [{**g, "lr": top} for g in param_groups]
+        return Prodigy(groups, weight_decay=weight_decay, decouple=True), name, warning
     raise UserError(f"unknown optimizer {name!r}", "see --help for the choices")
 
 
