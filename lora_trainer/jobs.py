@@ -71,11 +71,16 @@ class _Pending:
 class JobRunner:
     """A single worker thread running submitted jobs in order."""
 
-    def __init__(self, jobs_root: str | Path, lock: Optional[Any] = None):
-        """``lock``: held around each job (the host adapter passes the WebUI's queue lock)."""
+    def __init__(self, jobs_root: str | Path, lock: Optional[Any] = None, pattern: str = "*/state.json"):
+        """``lock``: held around each job (the host adapter passes the WebUI's queue lock).
+        Job folders are ``jobs_root/<id>`` unless ``submit`` gets a ``parent``; ``pattern`` (relative to
+        ``jobs_root``) finds every job's state.json after a restart (``*/jobs/*/state.json`` for a workspace
+        whose projects keep their own jobs/)."""
         self.root = Path(jobs_root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock = lock
+        self.pattern = pattern
+        self._dirs: dict[str, Path] = {}
         self._states: dict[str, dict] = {}
         self._contexts: dict[str, JobContext] = {}
         self._queue: "queue.Queue[Optional[_Pending]]" = queue.Queue()
@@ -87,9 +92,12 @@ class JobRunner:
         self._thread.start()
 
     # ---- public ----------------------------------------------------------------------------------
-    def submit(self, kind: str, fn: JobFn, config: Optional[dict] = None, job_id: Optional[str] = None) -> str:
+    def submit(self, kind: str, fn: JobFn, config: Optional[dict] = None, job_id: Optional[str] = None,
+               parent: Optional[Path] = None) -> str:
         job_id = job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        job_dir = self.root / job_id
+        job_dir = self._dirs.get(job_id) if parent is None else None
+        job_dir = job_dir or Path(parent or self.root) / job_id
+        self._dirs[job_id] = job_dir
         job_dir.mkdir(parents=True, exist_ok=True)
         with self._mutex:
             self._states[job_id] = {"id": job_id, "kind": kind, "status": QUEUED, "config": config or {},
@@ -123,7 +131,7 @@ class JobRunner:
             return sorted((self.get(j) for j in self._states), key=lambda s: s["created"])
 
     def job_dir(self, job_id: str) -> Path:
-        return self.root / job_id
+        return self._dirs.get(job_id, self.root / job_id)
 
     def running(self) -> Optional[str]:
         with self._mutex:
@@ -151,7 +159,7 @@ class JobRunner:
 
     # ---- internals -------------------------------------------------------------------------------
     def _load_from_disk(self) -> None:
-        for state_file in sorted(self.root.glob("*/state.json")):
+        for state_file in sorted(self.root.glob(self.pattern)):
             try:
                 st = json.loads(state_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -161,10 +169,11 @@ class JobRunner:
                 st["finished"] = st.get("finished") or time.time()
                 write_json(state_file, st)
             self._states[st["id"]] = st
+            self._dirs[st["id"]] = state_file.parent
 
     def _write_state(self, job_id: str) -> None:
         with self._mutex:
-            write_json(self.root / job_id / "state.json", self._states[job_id])
+            write_json(self.job_dir(job_id) / "state.json", self._states[job_id])
 
     def _update(self, job_id: str, write: bool = True, **fields: Any) -> None:
         with self._mutex:

@@ -1,0 +1,328 @@
+"""The one application layer the tab and the API share: projects in a workspace, and every long step as
+a job on one JobRunner (no second job system).
+
+A ``Service`` knows nothing about gradio or HTTP. Where the model and the test generator come from is
+injected: standalone they come from ``models.load_backend`` and diffusers; in the WebUI the host adapter
+passes its own ``ModelProvider`` (the loaded checkpoint, the WebUI's txt2img, the Lora folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from .config import TrainConfig, dump_toml, from_dict, load_file, sanitize_name, to_dict
+from .errors import UserError
+from .jobs import JobContext, JobRunner
+from .workspace import Project, write_json, write_text
+
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelProvider(Protocol):
+    """Where a job gets its model, its preset and its test generator."""
+
+    def backend(self) -> Any:
+        """A ModelBackend, loaded on first use (inside the job, on the worker thread)."""
+        ...
+
+    def preset(self) -> Optional[dict]:
+        """Config overrides for this model (the toy preset for the embedded model), or None."""
+        ...
+
+    def generator(self, backend: Any) -> Any:
+        """A ``generate.Generator`` for test images on this model."""
+        ...
+
+    def publish(self, lora_file: Path, name: str) -> Optional[Path]:
+        """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone."""
+        ...
+
+
+@dataclass
+class StandaloneModels:
+    """ModelProvider for the CLI, ``ui`` and ``serve``: ``base_model`` or the embedded toy model."""
+
+    base_model: Optional[str] = None
+    device: Optional[str] = None
+    _backend: Any = field(default=None, repr=False)
+
+    def backend(self):
+        if self._backend is None:
+            import torch
+
+            from .models import load_backend
+
+            dev = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self._backend, _ = load_backend(self.base_model, dev)
+        return self._backend
+
+    def preset(self) -> Optional[dict]:
+        from .models import preset_for
+
+        return preset_for(self.base_model)
+
+    def generator(self, backend):
+        from .generate import DiffusersGenerator
+
+        return DiffusersGenerator(backend)
+
+    def publish(self, lora_file: Path, name: str) -> Optional[Path]:
+        return None
+
+
+class Service:
+    """Projects under ``workspace`` and the jobs that work on them."""
+
+    def __init__(self, workspace: str | Path, models: Optional[ModelProvider] = None,
+                 runner: Optional[JobRunner] = None, lock: Any = None):
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.models = models or StandaloneModels()
+        self.runner = runner or JobRunner(self.workspace, lock=lock, pattern="*/jobs/*/state.json")
+
+    # ---- projects ----------------------------------------------------------------------------------
+    def project(self, name: str) -> Project:
+        if not PROJECT_NAME.match(name or ""):
+            raise UserError(f"invalid project name {name!r}",
+                            f"use ASCII letters, digits, . _ - (e.g. {sanitize_name(name or 'project')!r})")
+        p = Project(self.workspace, name)
+        if not (p.root / "project.json").is_file():
+            raise UserError(f"no project named {name!r}", "create it first")
+        return p
+
+    def create_project(self, name: str, trigger: str = "", repeats: int = 30) -> dict:
+        if not PROJECT_NAME.match(name or ""):
+            raise UserError(f"invalid project name {name!r}",
+                            f"use ASCII letters, digits, . _ - (e.g. {sanitize_name(name or 'project')!r})")
+        p = Project(self.workspace, name)
+        if (p.root / "project.json").exists():
+            raise UserError(f"project {name!r} already exists", "pick another name or open it")
+        p.create()
+        info = {"name": name, "trigger": trigger, "repeats": repeats, "created": time.time()}
+        write_json(p.root / "project.json", info)
+        return self.project_info(name)
+
+    def projects(self) -> list[dict]:
+        out = []
+        for d in sorted(self.workspace.iterdir()):
+            if (d / "project.json").is_file():
+                out.append(self.project_info(d.name))
+        return out
+
+    def project_info(self, name: str) -> dict:
+        p = self.project(name)
+        info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
+        info["source_images"] = _count_images(p.source)
+        info["dataset_dir"] = str(self.dataset_dir(name))
+        info["dataset_images"] = _count_images(self.dataset_dir(name))
+        info["outputs"] = sorted(f.name for f in p.output.glob("*.safetensors"))
+        return info
+
+    def update_project(self, name: str, **fields: Any) -> dict:
+        p = self.project(name)
+        info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
+        info.update({k: v for k, v in fields.items() if k in ("trigger", "repeats")})
+        write_json(p.root / "project.json", info)
+        return self.project_info(name)
+
+    def delete_project(self, name: str) -> None:
+        p = self.project(name)
+        if self.runner.running() and any(s["config"].get("project") == name for s in self.runner.list()
+                                         if s["status"] == "running"):
+            raise UserError(f"project {name!r} has a running job", "cancel it first")
+        shutil.rmtree(p.root)
+
+    def dataset_dir(self, name: str) -> Path:
+        """The kohya folder ``dataset/<repeats>_<trigger or name>`` the training step reads."""
+        p = Project(self.workspace, name)
+        info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
+        existing = [d for d in p.dataset.iterdir() if d.is_dir()] if p.dataset.is_dir() else []
+        if existing:
+            return existing[0]
+        return p.dataset / f"{info.get('repeats', 30)}_{sanitize_name(info.get('trigger') or name)}"
+
+    # ---- images ------------------------------------------------------------------------------------
+    def add_images(self, name: str, files: list[Path]) -> dict:
+        """Copy uploaded files (or extract zips) into ``source/``; the uploads themselves are not touched."""
+        from .prepare.importer import copy_into
+
+        p = self.project(name)
+        return copy_into([Path(f) for f in files], p.source)
+
+    def images(self, name: str, where: str = "dataset") -> list[str]:
+        p = self.project(name)
+        folder = p.source if where == "source" else self.dataset_dir(name)
+        from .training.data import IMAGE_EXTS
+
+        return sorted(f.name for f in folder.glob("*") if f.suffix.lower() in IMAGE_EXTS
+                      and not f.name.endswith(".mask.png")) if folder.is_dir() else []
+
+    def delete_image(self, name: str, image: str, where: str = "dataset") -> None:
+        p = self.project(name)
+        folder = p.source if where == "source" else self.dataset_dir(name)
+        target = (folder / image).resolve()
+        if target.parent != folder.resolve() or not target.is_file():
+            raise UserError(f"no image {image!r} in the project's {where}", "list the images first")
+        for sib in [target, target.with_suffix(".txt"), target.with_suffix(".caption"),
+                    target.with_name(target.stem + ".mask.png")]:
+            sib.unlink(missing_ok=True)
+
+    # ---- jobs --------------------------------------------------------------------------------------
+    def _submit(self, name: str, kind: str, config: dict, fn: Callable[[JobContext], Optional[dict]]) -> str:
+        """Queue ``fn`` on the one runner; its folder is ``<project>/jobs/<job-id>/`` (INTERFACES §2)."""
+        return self.runner.submit(kind, fn, config={"project": name, **config}, parent=self.project(name).jobs)
+
+    def preprocess(self, name: str, options: Optional[dict] = None) -> str:
+        """Import + crop + background (+ tag) from ``source/`` into the dataset folder."""
+        from .prepare.config import PrepareConfig, TagConfig, split_options
+
+        p = self.project(name)
+        prep_opts, tag_opts = split_options(dict(options or {}))
+        prep = from_dict(PrepareConfig, prep_opts)
+        tag = from_dict(TagConfig, tag_opts) if tag_opts else None
+        dest = self.dataset_dir(name)
+
+        def job(ctx: JobContext) -> dict:
+            from .prepare import prepare_folder
+
+            report = prepare_folder(p.source, dest, prep, progress=ctx.progress, should_stop=ctx.should_stop,
+                                    tag_cfg=tag)
+            return {"counts": report.get("counts"), "report": str(dest / "report.json"),
+                    "cancelled": report.get("cancelled", False)}
+
+        return self._submit(name, "preprocess", {"prepare": dataclasses.asdict(prep)}, job)
+
+    def autotag(self, name: str, options: Optional[dict] = None) -> str:
+        from .prepare.config import TagConfig
+
+        cfg = from_dict(TagConfig, dict(options or {}))
+        folder = self.dataset_dir(name)
+
+        def job(ctx: JobContext) -> dict:
+            from .tagging.autotag import tag_folder
+
+            report = tag_folder(folder, cfg, progress=ctx.progress, should_stop=ctx.should_stop)
+            return {k: v for k, v in report.items() if k != "files"}
+
+        return self._submit(name, "tag", {"tag": dataclasses.asdict(cfg)}, job)
+
+    def train_config(self, name: str, overrides: Optional[dict] = None) -> TrainConfig:
+        """The project's saved config, under the model's preset, with ``overrides``; validated."""
+        p = self.project(name)
+        info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
+        data: dict = dict(self.models.preset() or {})
+        saved = p.root / "train.toml"
+        if saved.is_file():
+            data.update(load_file(saved))
+        data.setdefault("name", sanitize_name(info.get("trigger") or name))
+        data.setdefault("trigger_word", info.get("trigger", ""))
+        data.update(overrides or {})
+        return from_dict(TrainConfig, data)
+
+    def save_train_config(self, name: str, cfg: TrainConfig) -> None:
+        p = self.project(name)
+        write_text(p.root / "train.toml", dump_toml(to_dict(cfg)))
+
+    def estimate(self, name: str, overrides: Optional[dict] = None) -> str:
+        cfg = self.train_config(name, overrides)
+        data = self.dataset_dir(name)
+
+        def job(ctx: JobContext) -> dict:
+            from .training.estimate import estimate_lr
+            from .training.loop import Callbacks
+
+            est = estimate_lr(self.models.backend(), data, cfg, ctx.job_dir,
+                              callbacks=Callbacks(on_progress=ctx.progress, on_log=ctx.log),
+                              should_stop=ctx.should_stop)
+            return est.as_dict() if hasattr(est, "as_dict") else dataclasses.asdict(est)
+
+        return self._submit(name, "estimate", {"train": dataclasses.asdict(cfg)}, job)
+
+    def train(self, name: str, overrides: Optional[dict] = None, resume_job: Optional[str] = None) -> str:
+        p = self.project(name)
+        if resume_job:
+            saved = self.runner.get(resume_job)
+            if saved is None or saved["kind"] != "train":
+                raise UserError(f"no training job {resume_job!r}", "list the jobs and pick a train job")
+            cfg = from_dict(TrainConfig, saved["config"]["train"])
+        else:
+            cfg = self.train_config(name, overrides)
+            self.save_train_config(name, cfg)
+        data = self.dataset_dir(name)
+
+        def job(ctx: JobContext) -> dict:
+            from .training import data as D
+            from .training.loop import Callbacks, Trainer
+
+            scan = D.scan_dataset(data, cfg.repeats)
+            res = Trainer(self.models.backend(), scan, cfg, p.output,
+                          Callbacks(on_progress=ctx.progress, on_log=ctx.log), ctx.should_stop, ctx.job_dir,
+                          cfg.name, resume=resume_job is not None).run()
+            published = self.models.publish(res.output, cfg.name) if res.output and not res.cancelled else None
+            return {"output": str(res.output) if res.output else None, "saved": [str(s) for s in res.saved],
+                    "steps": res.steps, "total_steps": res.total_steps, "loss": res.final_loss,
+                    "cancelled": res.cancelled, "seconds": res.seconds, "optimizer": res.optimizer,
+                    "warnings": res.warnings, "published": str(published) if published else None}
+
+        if resume_job:
+            return self.runner.submit("train", job, config=self.runner.get(resume_job)["config"], job_id=resume_job)
+        # (a resumed job keeps its folder: the runner remembers where each job lives)
+        return self._submit(name, "train", {"train": dataclasses.asdict(cfg)}, job)
+
+    def generate(self, name: str, prompts: list[str], *, lora: Optional[str] = None, weight: float = 1.0,
+                 negative: str = "", seeds: tuple = (0,), steps: int = 20, cfg_scale: float = 7.0,
+                 size: int = 0) -> str:
+        """Test images with ``lora`` (a file name in the project's output/) into the job folder."""
+        p = self.project(name)
+        lora_path = None
+        if lora:
+            lora_path = (p.output / lora).resolve()
+            if lora_path.parent != p.output.resolve() or not lora_path.is_file():
+                raise UserError(f"no LoRA file {lora!r} in the project", "list the outputs first")
+        preset = self.models.preset() or {}
+        size = size or int(preset.get("resolution", 512))
+
+        def job(ctx: JobContext) -> dict:
+            from .workspace import atomic_path
+
+            be = self.models.backend()
+            images = self.models.generator(be).generate(prompts, negative=negative, seeds=list(seeds), steps=steps,
+                                                        cfg_scale=cfg_scale, size=size,
+                                                        lora=str(lora_path) if lora_path else None, weight=weight)
+            files = []
+            for i, img in enumerate(images):
+                out = ctx.job_dir / f"image-{i:03d}.png"
+                with atomic_path(out) as tmp:
+                    img.save(tmp, format="PNG")
+                files.append(out.name)
+            return {"images": files}
+
+        return self._submit(name, "generate", {"prompts": prompts, "lora": lora, "weight": weight,
+                                               "seeds": list(seeds), "steps": steps, "size": size}, job)
+
+    def outputs(self, name: str) -> list[dict]:
+        p = self.project(name)
+        return [{"name": f.name, "bytes": f.stat().st_size, "modified": f.stat().st_mtime}
+                for f in sorted(p.output.glob("*.safetensors"))]
+
+    def output_path(self, name: str, file: str) -> Path:
+        p = self.project(name)
+        target = (p.output / file).resolve()
+        if target.parent != p.output.resolve() or not target.is_file():
+            raise UserError(f"no output file {file!r}", "list the outputs first")
+        return target
+
+
+def _count_images(folder: Path) -> int:
+    from .training.data import IMAGE_EXTS
+
+    if not folder.is_dir():
+        return 0
+    return sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS and not f.name.endswith(".mask.png"))
