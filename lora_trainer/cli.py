@@ -39,7 +39,7 @@ def add_config_flags(p: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) 
         g = groups.setdefault(md.get("group", "options"), p.add_argument_group(md.get("group", "options")))
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{md.get('help', '')} (default: {default})"
+        help_text = f"{md.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats help
         if isinstance(default, bool):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

@@ -1,0 +1,305 @@
+"""Step 1, import: find the files, decode every image safely, and say what was wrong with the rest.
+
+Our users arrive with a phone folder: HEIC-era JPEGs rotated by EXIF, a CMYK file from a print shop, a
+16-bit PNG, a GIF, a zero-byte upload, a half-copied file, screenshots twice. Each such file gets one line
+in the report (name + reason) and the batch goes on; nothing here ever writes to the source folder.
+
+Decoding is the only heavy part and runs in worker threads (Pillow releases the GIL while decoding). For
+JPEGs it asks the decoder for a reduced scale (``draft``) when the crop needs fewer pixels: a 12 MP phone
+photo decodes at 1/4 or 1/8 size several times faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Optional, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+SIDECAR_EXTS = {".txt", ".caption", ".json", ".toml", ".npz", ".xmp", ".aae"}
+CAPTION_EXTS = (".txt", ".caption")
+
+
+class BadImage(Exception):
+    """A file that cannot be used; ``str(exc)`` is the reason shown in the report."""
+
+
+def display_name(name: str) -> str:
+    """A printable, UTF-8-encodable version of a file name (bytes that are not UTF-8 become U+FFFD).
+
+    On Linux a name that is not valid UTF-8 arrives as surrogate escapes, which cannot be written to a
+    UTF-8 report; CJK names pass through unchanged.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def list_files(src: Path) -> list[Path]:
+    """Every regular file under ``src``, sorted by relative path (symlinks are not followed)."""
+    out = []
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for f in files:
+            p = Path(root) / f
+            if p.is_file() and not p.is_symlink():
+                out.append(p)
+    return sorted(out, key=lambda p: p.relative_to(src).as_posix())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Decoded:
+    """An image ready for cropping: RGB pixels at ``scale`` of the oriented original, plus what happened."""
+
+    rgb: Image.Image
+    alpha: Optional[Image.Image]     # the file's own transparency (L), when it had any
+    size: tuple[int, int]            # the original's size after EXIF orientation
+    scale: float                     # rgb.width / size[0]  (< 1 when the JPEG was decoded at reduced scale)
+    notes: list[str] = field(default_factory=list)
+    format: str = ""
+
+
+def header(path: Path, max_pixels: float) -> tuple[int, int, str]:
+    """(width, height, format) from the header only; BadImage for empty, unknown or oversized files."""
+    if path.stat().st_size == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            w, h, fmt = im.size[0], im.size[1], im.format or ""
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad headers
+        raise BadImage(_reason(exc)) from None
+    if w * h > max_pixels:
+        raise BadImage(f"too many pixels: {w}x{h} = {w * h / 1e6:.0f} MP is over the {max_pixels / 1e6:.0f} MP "
+                       f"limit (decompression-bomb guard; raise max_megapixels if the photo is real)")
+    return w, h, fmt
+
+
+def _reason(exc: BaseException) -> str:
+    msg = str(exc) or type(exc).__name__
+    if "cannot identify image file" in msg:
+        return "not an image (format not recognised)"
+    if "truncated" in msg.lower():
+        return f"truncated file ({msg})"
+    return f"unreadable or corrupt ({type(exc).__name__}: {msg})"
+
+
+def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, int], int]] = 0) -> Decoded:
+    """Decode the first frame, apply EXIF orientation, convert to 8-bit RGB (+ alpha when present).
+
+    ``min_short``: the decoded short side may be reduced down to this (JPEG draft mode); 0 = full size.
+    A callable gets the stored (width, height) and returns it.
+    """
+    w_h = header(path, max_pixels)
+    if callable(min_short):
+        min_short = min_short(w_h[0], w_h[1])
+    try:
+        im = Image.open(path)
+    except Exception as exc:  # noqa: BLE001
+        raise BadImage(_reason(exc)) from None
+    notes: list[str] = []
+    try:
+        with im:
+            fmt = im.format or ""
+            frames = getattr(im, "n_frames", 1)
+            if getattr(im, "is_animated", False) and frames > 1:
+                notes.append(f"animated ({frames} frames): first frame used")
+                im.seek(0)
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            w0, h0 = im.size
+            if min_short and fmt == "JPEG" and min(w0, h0) > 2 * min_short:
+                k = min_short / min(w0, h0)
+                im.draft(im.mode, (max(1, int(w0 * k)), max(1, int(h0 * k))))
+            sixteen = any(";16" in str(t[3]) for t in (im.tile or []) if len(t) > 3)
+            im.load()
+            scale = im.size[0] / w0
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"EXIF orientation {orientation} applied")
+            rgb, alpha = _to_rgb(im, notes, sixteen)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated data, broken streams, bad CRCs…
+        raise BadImage(_reason(exc)) from None
+    size = (w0, h0) if orientation not in (5, 6, 7, 8) else (h0, w0)
+    return Decoded(rgb, alpha, size, scale, notes, fmt)
+
+
+def _to_rgb(im: Image.Image, notes: list[str], sixteen: bool) -> tuple[Image.Image, Optional[Image.Image]]:
+    mode = im.mode
+    alpha = None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() if arr.size else 0
+        if mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        elif top > 255:
+            arr = arr / (257.0 if top <= 65535 else top / 255.0)
+        notes.append(f"{'32-bit float' if mode == 'F' else '16-bit'} grayscale converted to 8-bit")
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB"), None
+    if sixteen:
+        notes.append("16-bit converted to 8-bit")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        notes.append("palette converted to RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        a = im.getchannel("A")
+        if a.getextrema()[0] < 255:
+            alpha = a
+            notes.append("transparency kept as the mask")
+        return im.convert("RGB"), alpha
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    elif mode not in ("RGB", "L", "1"):
+        notes.append(f"{mode} converted to RGB")
+    return im.convert("RGB"), None
+
+
+def dhash(image: Image.Image) -> int:
+    """64-bit difference hash: robust to resizing and recompression, cheap to compare."""
+    g = np.asarray(image.convert("L").resize((9, 8), Image.BILINEAR), dtype=np.int16)
+    bits = (g[:, 1:] > g[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+# --------------------------------------------------------------------------------------------- zips
+
+@dataclass
+class ZipLimits:
+    """Zip-bomb guards: total bytes out, per-entry compression ratio, number of entries."""
+
+    max_total_bytes: int = 8 << 30
+    max_ratio: float = 200.0
+    max_entries: int = 50_000
+
+
+def _zip_entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name; names stored in UTF-8 without the UTF-8 flag (common) are recovered."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name
+
+
+def unsafe_member(name: str) -> str:
+    """Why an archive member's path is refused ("" when it is safe to extract)."""
+    n = name.replace("\\", "/")
+    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
+        return "absolute path"
+    if any(part == ".." for part in PurePosixPath(n).parts):
+        return "path leaves the archive (../)"
+    return ""
+
+
+def extract_zip(archive: Path, dest: Path, limits: ZipLimits = ZipLimits()) -> list[dict]:
+    """Extract the safe members of ``archive`` into ``dest``; one ``{"file", "status", "reason"}`` per
+    refused member. The header's sizes are not trusted: copying stops at the declared size."""
+    rejected: list[dict] = []
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        from ..errors import UserError
+
+        raise UserError(f"{archive.name} is not a readable zip archive ({exc})", "check the file") from None
+    total = 0
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > limits.max_entries:
+            from ..errors import UserError
+
+            raise UserError(f"{archive.name} has {len(infos)} entries (limit {limits.max_entries}): refused as a "
+                            f"possible zip bomb", "unpack it yourself and import the folder")
+        for info in infos:
+            name = _zip_entry_name(info)
+            shown = f"{display_name(archive.name)}/{display_name(name)}"
+            why = unsafe_member(name)
+            if not why and stat.S_ISLNK(info.external_attr >> 16):
+                why = "symbolic link"
+            ratio = info.file_size / max(info.compress_size, 1)
+            if not why and info.file_size > (1 << 20) and ratio > limits.max_ratio:
+                why = f"zip bomb: compression ratio {ratio:.0f}:1 is over {limits.max_ratio:.0f}:1"
+            if not why and total + info.file_size > limits.max_total_bytes:
+                why = f"zip bomb: more than {limits.max_total_bytes >> 20} MiB unpacked in total"
+            if why:
+                rejected.append({"file": shown, "status": "skipped", "reason": f"refused from the archive: {why}"})
+                continue
+            target = dest / PurePosixPath(name.replace("\\", "/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            with zf.open(info) as src, open(target, "wb") as out:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    written += len(chunk)
+                    if written > info.file_size:
+                        break
+                    out.write(chunk)
+            if written > info.file_size:
+                target.unlink()
+                rejected.append({"file": shown, "status": "skipped",
+                                 "reason": "refused from the archive: zip bomb: more data than its header says"})
+                continue
+            total += written
+    return rejected
+
+
+def copy_into(sources: Iterable[Path], dest: Path, limits: ZipLimits = ZipLimits()) -> dict:
+    """Copy uploaded files, folders or zips into a project's ``source/`` folder (the tab and the API).
+
+    Returns ``{"copied": [names], "rejected": [report lines]}``. Originals are only read. A name already
+    in ``dest`` gets a ``_2``, ``_3``… suffix rather than replacing a file.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
+    rejected: list[dict] = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            for f in list_files(src):
+                rel = f.relative_to(src)
+                copied.append(_copy_unique(f, dest / rel))
+        elif src.suffix.lower() == ".zip":
+            before = set(list_files(dest))
+            rejected += extract_zip(src, dest, limits)
+            copied += [p.relative_to(dest).as_posix() for p in list_files(dest) if p not in before]
+        elif src.is_file():
+            copied.append(_copy_unique(src, dest / src.name))
+        else:
+            rejected.append({"file": display_name(str(src)), "status": "skipped", "reason": "not found"})
+    return {"copied": [display_name(c) for c in copied], "rejected": rejected}
+
+
+def _copy_unique(src: Path, target: Path) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffix, n = target.stem, target.suffix, 2
+    while target.exists():
+        target = target.with_name(f"{stem}_{n}{suffix}")
+        n += 1
+    shutil.copy2(src, target)
+    return target.name
