@@ -290,3 +290,13 @@ TOY_PRESET: dict = {
 
 def toy_config(**overrides) -> TrainConfig:
     return from_dict(TrainConfig, {**TOY_PRESET, **overrides})
+
+
+def markdown_table(cls) -> str:
+    """The options of ``cls`` as a Markdown table (README; a test keeps the README in step with the code)."""
+    rows = ["| option | default | what it does |", "|---|---|---|"]
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = f"`{default}`" if default not in ("", []) else "—"
+        rows.append(f"| `{f.name}` | {shown} | {f.metadata['help']} |")
+    return "\n".join(rows)
