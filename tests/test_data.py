@@ -122,3 +122,4 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90° on display
     im.save(tmp_path / "r.jpg", exif=exif)
     assert D.load_image(tmp_path / "r.jpg").size == (20, 40)
+    assert D.image_size(tmp_path / "r.jpg") == (20, 40)

@@ -219,6 +219,16 @@ def load_image(path: Path):
         return im.convert("RGB")
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as displayed, read from the header only (EXIF rotations 5–8 swap the sides)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 def to_tensor(image):
     """PIL RGB -> float tensor (3,H,W) in [-1, 1]."""
     import numpy as np

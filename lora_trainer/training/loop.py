@@ -146,12 +146,10 @@ class Trainer:
         items = self.scan.items
         buckets = D.make_buckets(cfg.resolution, cfg.min_bucket_reso, cfg.max_bucket_reso, cfg.bucket_step)
         self.bucket_of: list[tuple[int, int]] = []
-        sizes = []
         for it in items:
-            img = D.load_image(it.path)
-            sizes.append(img.size)
+            size = D.image_size(it.path)  # header only: each image is decoded once, when it is encoded
             if cfg.enable_buckets:
-                b = D.assign_bucket(*img.size, buckets, cfg.resolution, cfg.bucket_step, cfg.bucket_no_upscale)
+                b = D.assign_bucket(*size, buckets, cfg.resolution, cfg.bucket_step, cfg.bucket_no_upscale)
             else:
                 b = (cfg.resolution, cfg.resolution)
             self.bucket_of.append(b)
