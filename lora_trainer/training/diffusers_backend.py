@@ -56,7 +56,6 @@ class DiffusersBackend:
         self.te_trainable = True
         self._alphas = alphas_cumprod if alphas_cumprod is not None else scaled_linear_alphas_cumprod()
         self.scaling_factor = float(getattr(getattr(vae, "config", None), "scaling_factor", 0.18215))
-        self._vae_gen = torch.Generator(device="cpu").manual_seed(0)
         for m in (unet, vae, text_encoder):
             if next(m.parameters()).dtype != dtype:
                 m.to(dtype=dtype)
@@ -69,9 +68,8 @@ class DiffusersBackend:
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=self._vae_gen).to(dist.mean)
-        return (dist.mean + dist.std * noise) * self.scaling_factor
+        # A posterior sample from the global RNG: the trainer seeds it (in a forked RNG) while caching.
+        return self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.sample() * self.scaling_factor
 
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(captions), padding="max_length", truncation=True,

@@ -171,3 +171,44 @@ class LdmBackend:
     def modules(self) -> dict[str, nn.Module]:
         te = self._text_wrapper.model if _is_open_clip(self._text_wrapper) else self._text_wrapper.transformer
         return {"unet": self.unet, "te": te}
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Checkpoint the UNet's blocks for the job (instance-level wrappers, removed afterwards)."""
+        set_ldm_gradient_checkpointing(self.unet, on)
+
+
+_CHECKPOINTED = ("ResBlock", "BasicTransformerBlock")
+
+
+def _checkpointed_forward(module: nn.Module, original):
+    def forward(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return original(*args, **kwargs)
+        from torch.utils.checkpoint import checkpoint
+
+        # Non-reentrant torch checkpointing: gradients reach every parameter used inside, our LoRA
+        # parameters included (ldm's own CheckpointFunction only knows the block's own parameters).
+        return checkpoint(original, *args, use_reentrant=False, **kwargs)
+
+    return forward
+
+
+def set_ldm_gradient_checkpointing(unet: nn.Module, on: bool) -> int:
+    """Wrap (or unwrap) the forward of every ResBlock and BasicTransformerBlock at instance level."""
+    n = 0
+    for m in unet.modules():
+        if type(m).__name__ not in _CHECKPOINTED:
+            continue
+        if on and "_lt_ckpt_original" not in m.__dict__:
+            m.__dict__["_lt_ckpt_original"] = m.__dict__.get("forward")
+            m.forward = _checkpointed_forward(m, m.forward)
+            n += 1
+        elif not on and "_lt_ckpt_original" in m.__dict__:
+            saved = m.__dict__.pop("_lt_ckpt_original")
+            if saved is None:
+                del m.__dict__["forward"]
+            else:
+                m.forward = saved
+            n += 1
+    return n
+
