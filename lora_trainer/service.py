@@ -232,7 +232,7 @@ class Service:
 
     def estimate(self, name: str, overrides: Optional[dict] = None) -> str:
         cfg = self.train_config(name, overrides)
-        data = self.dataset_dir(name)
+        data = self.project(name).dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
 
         def job(ctx: JobContext) -> dict:
             from .training.estimate import estimate_lr
@@ -255,7 +255,7 @@ class Service:
         else:
             cfg = self.train_config(name, overrides)
             self.save_train_config(name, cfg)
-        data = self.dataset_dir(name)
+        data = p.dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
 
         def job(ctx: JobContext) -> dict:
             from .training import data as D
@@ -296,11 +296,16 @@ class Service:
             images = self.models.generator(be).generate(prompts, negative=negative, seeds=list(seeds), steps=steps,
                                                         cfg_scale=cfg_scale, size=size,
                                                         lora=str(lora_path) if lora_path else None, weight=weight)
+            from PIL.PngImagePlugin import PngInfo
+
             files = []
             for i, img in enumerate(images):
                 out = ctx.job_dir / f"image-{i:03d}.png"
+                info = PngInfo()
+                if img.info.get("parameters"):  # the WebUI's infotext (Lora hashes, seed, …)
+                    info.add_text("parameters", img.info["parameters"])
                 with atomic_path(out) as tmp:
-                    img.save(tmp, format="PNG")
+                    img.save(tmp, format="PNG", pnginfo=info)
                 files.append(out.name)
             return {"images": files}
 

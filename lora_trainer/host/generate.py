@@ -1,0 +1,167 @@
+"""Test images through the WebUI's own txt2img, and LoRA files into the WebUI's Lora folder.
+
+The builtin Lora extension applies a file named in the prompt (``<lora:name:w>``), so a LoRA is first copied
+into the Lora folder (``--lora-dir`` aware) under a name that changes with its content: the loader keeps a
+re-written file's old weights merged (WEBUI_API.md §6.2), so a name is never reused for other weights.
+``ss_output_name`` (the card's alias) is set to the new name so aliases never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from contextlib import closing
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..config import sanitize_name
+from ..errors import Cancelled
+from .backend import detached_adapters, restore_builtin_lora
+from .env import cmd_opt, lora_dir, lora_networks, m, setting
+from .progress import protected_state
+
+log = logging.getLogger("lora_trainer")
+
+TEST_SUBDIR = "lora_trainer_tests"
+_LORA_EXTS = (".safetensors", ".pt", ".ckpt")
+
+
+def file_addnet_hash(path: Path) -> str:
+    """kohya's addnet hash of a .safetensors file (sha256 after the header), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        fh.seek(8 + n)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def refresh_loras() -> bool:
+    """Re-scan the Lora folder (what the Extra Networks "Refresh" and ``/sdapi/v1/refresh-loras`` do)."""
+    nets = lora_networks()
+    if nets is None or not hasattr(nets, "list_available_networks"):
+        return False
+    try:
+        nets.list_available_networks()
+        return True
+    except Exception:  # noqa: BLE001 - <lora:...> still finds new files at generation time
+        log.warning("refreshing the Lora list failed", exc_info=True)
+        return False
+
+
+def _taken_names() -> dict[str, Path]:
+    """Every network name (file stem) the loader knows, in the Lora folder and the LyCORIS one."""
+    out: dict[str, Path] = {}
+    for folder in (lora_dir(), cmd_opt("lyco_dir_backcompat")):
+        if folder and os.path.isdir(folder):
+            for root, _dirs, files in os.walk(folder, followlinks=True):
+                for f in files:
+                    stem, ext = os.path.splitext(f)
+                    if ext.lower() in _LORA_EXTS:
+                        out.setdefault(stem, Path(root) / f)
+    return out
+
+
+def _copy_as(src: Path, dst: Path, name: str, sidecar: bool) -> None:
+    """Write ``src``'s tensors to ``dst`` with ``ss_output_name``/title = ``name`` (the tensor data, and so the
+    Lora hash, are unchanged); with ``sidecar`` also ``<name>.json``."""
+    from ..training.saving import read_lora, save_lora
+    from ..workspace import write_json
+
+    tensors, md = read_lora(src)
+    md.update({"ss_output_name": name, "modelspec.title": name})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(dst, tensors, md)
+    src_json = src.with_suffix(".json")
+    if sidecar and src_json.is_file():
+        import json
+
+        write_json(dst.with_suffix(".json"), json.loads(src_json.read_text(encoding="utf-8")))
+
+
+def stage_for_test(lora_file: Path) -> str:
+    """The network name to put in ``<lora:…>`` for ``lora_file``: a copy in ``<Lora>/lora_trainer_tests/``
+    named after its content."""
+    lora_file = Path(lora_file)
+    name = f"{sanitize_name(lora_file.stem)}-{file_addnet_hash(lora_file)[:8]}"
+    target = lora_dir() / TEST_SUBDIR / f"{name}.safetensors"
+    if not target.is_file():
+        _copy_as(lora_file, target, name, sidecar=False)
+        refresh_loras()
+    return name
+
+
+def publish(lora_file: Path, name: str) -> Optional[Path]:
+    """Copy a finished LoRA into the Lora folder under a unique name (with its sidecar), refresh the list.
+
+    A file with identical weights already there is reused; a name in use for other weights gets ``-2``,
+    ``-3``, … (a re-written file would keep its old weights merged in the WebUI). None when the setting
+    ``lora_trainer_publish`` is off.
+    """
+    if not setting("lora_trainer_publish"):
+        return None
+    lora_file = Path(lora_file)
+    digest = file_addnet_hash(lora_file)
+    taken = _taken_names()
+    base = sanitize_name(name)
+    i = 1
+    while True:
+        stem = base if i == 1 else f"{base}-{i}"
+        existing = taken.get(stem)
+        if existing is None:
+            break
+        if existing.suffix == ".safetensors" and file_addnet_hash(existing) == digest:
+            return existing
+        i += 1
+    target = lora_dir() / f"{stem}.safetensors"
+    _copy_as(lora_file, target, stem, sidecar=True)
+    refresh_loras()
+    log.info("published %s as %s", lora_file.name, target)
+    return target
+
+
+class HostGenerator:
+    """``generate.Generator`` over the WebUI's ``process_images``.
+
+    Our training adapters are detached for the call and re-attached after; the builtin Lora's networks are
+    unloaded and the base weights restored after (so a following training step or job starts clean);
+    ``shared.state``'s progress fields are kept. Each image carries its infotext in ``image.info["parameters"]``
+    (also in ``self.infotexts``).
+    """
+
+    def __init__(self, sampler_name: Optional[str] = None):
+        self.sampler_name = sampler_name
+        self.infotexts: list[str] = []
+        self.prompts: list[str] = []
+
+    def generate(self, prompts: Sequence[str], *, negative: str = "", seeds: Sequence[int] = (0,), steps: int = 20,
+                 cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None, weight: float = 1.0) -> list:
+        processing, shared = m("processing"), m("shared")
+        name = stage_for_test(Path(lora)) if lora else None
+        sampler = self.sampler_name or setting("lora_trainer_test_sampler")
+        model = shared.sd_model
+        images: list = []
+        with detached_adapters(model), protected_state():
+            try:
+                for prompt in prompts:
+                    text = f"{prompt} <lora:{name}:{weight:g}>" if name else prompt
+                    for seed in seeds:
+                        p = processing.StableDiffusionProcessingTxt2Img(
+                            sd_model=model, prompt=text, negative_prompt=negative, seed=int(seed),
+                            sampler_name=sampler, steps=int(steps), cfg_scale=float(cfg_scale), width=int(size),
+                            height=int(size), batch_size=1, n_iter=1, do_not_save_samples=True,
+                            do_not_save_grid=True)
+                        with closing(p):
+                            processed = processing.process_images(p)
+                        if shared.state.interrupted:
+                            raise Cancelled()
+                        for img, info in zip(processed.images, processed.infotexts):
+                            img.info["parameters"] = info
+                            images.append(img)
+                            self.infotexts.append(info)
+                            self.prompts.append(text)
+            finally:
+                restore_builtin_lora(model)
+        return images

@@ -1,0 +1,1 @@
+# modules/textual_inversion/__init__.py (empty in the WebUI).
