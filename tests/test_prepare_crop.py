@@ -141,3 +141,29 @@ def test_face_crop_without_a_face_falls_back_to_centre(tmp_path):
     rep = prepare_folder(src, tmp_path / "out", PrepareConfig(crop="face", size=64))
     f = rep["files"][0]
     assert f["crop"] == list(C.center_box(400, 300)) and "no face found: centre crop" in f["notes"]
+
+
+def test_host_focal_crop_mode_is_used_when_registered_and_refused_otherwise(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from lora_trainer.errors import UserError
+    from lora_trainer.prepare import prepare_folder
+    from lora_trainer.prepare.config import PrepareConfig
+    from lora_trainer.prepare.crop import register_crop_mode, unregister_crop_mode
+
+    src = tmp_path / "src"
+    src.mkdir()
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, 250:] = 255  # the "focal point" is at the right edge
+    Image.fromarray(arr).save(src / "wide.png")
+    cfg = PrepareConfig(crop="focal", size=64, background="none")
+    with pytest.raises(UserError, match="WebUI"):
+        prepare_folder(src, tmp_path / "none", cfg)
+    register_crop_mode("focal", lambda img: (img.width - img.height, 0, img.width, img.height))
+    try:
+        prepare_folder(src, tmp_path / "out", cfg)
+    finally:
+        unregister_crop_mode("focal")
+    out = np.asarray(Image.open(next((tmp_path / "out").glob("wide*.png"))))
+    assert out.shape[:2] == (64, 64) and out[:, -8:].mean() > 200  # the right-hand square was kept

@@ -65,6 +65,10 @@ def get_service():
             from ..service import Service
 
             register_host_taggers()
+            from ..prepare.crop import register_crop_mode
+            from .crop import host_focal_box
+
+            register_crop_mode("focal", host_focal_box)  # the WebUI's focal-point crop as a prepare mode
             job_lock = HostJobLock()
             service = Service(workspace_dir(), models=HostModels(), lock=job_lock)
             job_lock.runner = service.runner
@@ -84,6 +88,9 @@ def shutdown_service(timeout: float = 60.0) -> None:
         return
     service.runner.shutdown(cancel_running=True, timeout=timeout)
     unregister_host_taggers()
+    from ..prepare.crop import unregister_crop_mode
+
+    unregister_crop_mode("focal")
 
 
 def stop_running_job(reason: str, timeout: float = 30.0) -> Optional[str]:

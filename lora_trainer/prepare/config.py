@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from ..config import opt, validate
 from ..errors import UserError
 
-CROP_MODES = ("center", "subject", "face", "manual", "none")
+CROP_MODES = ("center", "subject", "face", "focal", "manual", "none")  # focal: the WebUI's focal-point crop
 # rembg 2.0.69's single-mask models (sam needs prompts, u2net_cloth_seg returns three garment masks).
 BACKGROUND_MODELS = ("none", "u2net", "u2netp", "u2net_human_seg", "silueta", "isnet-general-use",
                      "isnet-anime", "birefnet-general", "birefnet-general-lite", "birefnet-portrait",
@@ -31,7 +31,8 @@ class PrepareConfig:
 
     # --- crop ---
     crop: str = opt("center", "Crop mode: center square, around the subject (background mask or, without one, "
-                              "the busiest region), around the largest face, a manual box per image, or none "
+                              "the busiest region), around the largest face, the WebUI's focal point (in the WebUI), a manual box per "
+                              "image, or none "
                               "(keep the aspect ratio for buckets)", group="crop", choices=CROP_MODES)
     size: int = opt(512, "Side of the square output in pixels (crop none: the longer side is capped at "
                          "max_side instead)", group="crop", min=64, max=4096)
@@ -131,6 +132,11 @@ def check_prepare(cfg: PrepareConfig) -> PrepareConfig:
         raise UserError("background custom needs model_path", "give --model-path FILE.onnx")
     if cfg.crop == "manual" and not cfg.boxes:
         raise UserError("crop manual needs a boxes file", "give --boxes FILE.json mapping names to boxes")
+    from .crop import HOST_CROP_MODES
+
+    if cfg.crop == "focal" and "focal" not in HOST_CROP_MODES:
+        raise UserError("the focal-point crop is the WebUI's own and is only offered inside the WebUI",
+                        "choose subject (the busiest region without a mask) or center")
     return cfg
 
 

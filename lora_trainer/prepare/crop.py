@@ -150,3 +150,16 @@ def fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
         return w, h
     k = max_side / max(w, h)
     return max(1, round(w * k)), max(1, round(h * k))
+
+
+# Crop modes a host provides (the WebUI adapter registers "focal": its own focal-point crop). A function takes
+# the RGB image and returns a square box (left, top, right, bottom) in that image's pixels.
+HOST_CROP_MODES: dict = {}
+
+
+def register_crop_mode(name: str, box_fn) -> None:
+    HOST_CROP_MODES[name] = box_fn
+
+
+def unregister_crop_mode(name: str) -> None:
+    HOST_CROP_MODES.pop(name, None)

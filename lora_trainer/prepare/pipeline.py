@@ -94,6 +94,9 @@ def _crop_box(batch: _Batch, dec, rel: str, notes: list) -> tuple[C.Box, Optiona
         if r - l != b - t:
             notes.append("manual box made square")
         return C.square_at(W, H, (l + r) / 2, (t + b) / 2, max(r - l, b - t)), None
+    if cfg.crop == "focal":
+        l, t, r, b = (v / dec.scale for v in C.HOST_CROP_MODES["focal"](dec.rgb))  # checked by check_prepare
+        return C.square_at(W, H, (l + r) / 2, (t + b) / 2, min(r - l, W, H)), None
     if cfg.crop == "face":
         faces = C.detect_faces(dec.rgb, cfg.face_model)
         if faces:
