@@ -78,6 +78,36 @@ def model_dump(obj: Any) -> dict:
     return obj.model_dump() if hasattr(obj, "model_dump") else obj.dict()
 
 
+def strict_model_base() -> type:
+    """A ``BaseModel`` subclass that refuses unknown fields (``additionalProperties: false``).
+
+    pydantic 1 reads ``class Config``; pydantic 2 reads ``model_config`` and, by default, warns about
+    fields named ``model_*`` (our configs have ``model_path`` and ``model_dir``), hence
+    ``protected_namespaces=()``.
+    """
+    from pydantic import BaseModel
+
+    if pydantic_major() >= 2:
+        from pydantic import ConfigDict
+
+        class StrictModel(BaseModel):
+            model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    else:
+        class StrictModel(BaseModel):  # type: ignore[no-redef]
+            class Config:
+                extra = "forbid"
+    return StrictModel
+
+
+def validation_errors(exc: Any) -> list:
+    """``[(location, message)]`` of a pydantic 1 or 2 validation error (FastAPI's RequestValidationError)."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+        out.append((loc, str(err.get("msg", "invalid value"))))
+    return out
+
+
 # ---- gradio -----------------------------------------------------------------------------------------
 
 def gradio_major() -> int:

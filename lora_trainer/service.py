@@ -143,7 +143,10 @@ class Service:
         """The kohya folder ``dataset/<repeats>_<trigger or name>`` the training step reads."""
         p = Project(self.workspace, name)
         info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
-        existing = [d for d in p.dataset.iterdir() if d.is_dir()] if p.dataset.is_dir() else []
+        from .training.data import parse_kohya_dirname
+
+        existing = sorted(d for d in p.dataset.iterdir() if d.is_dir() and parse_kohya_dirname(d.name)) \
+            if p.dataset.is_dir() else []
         if existing:
             return existing[0]
         return p.dataset / f"{info.get('repeats', 30)}_{sanitize_name(info.get('trigger') or name)}"
@@ -202,6 +205,7 @@ class Service:
     def autotag(self, name: str, options: Optional[dict] = None) -> str:
         from .prepare.config import TagConfig
 
+        self.project(name)
         cfg = from_dict(TagConfig, dict(options or {}))
         folder = self.dataset_dir(name)
 
@@ -230,20 +234,39 @@ class Service:
         p = self.project(name)
         write_text(p.root / "train.toml", dump_toml(to_dict(cfg)))
 
-    def estimate(self, name: str, overrides: Optional[dict] = None) -> str:
+    def estimate(self, name: str, overrides: Optional[dict] = None, probe: Optional[dict] = None) -> str:
+        """The LR probe as a job. ``probe``: ``optimizer`` (DAdaptAdam/Prodigy), ``max_steps``, ``window``,
+        ``epsilon`` of the plateau rule (the ``estimate`` command's --probe-*/--plateau-* flags)."""
+        from .training.estimate import PROBE_OPTIMIZERS
+        from .training.plateau import PlateauRule
+
         cfg = self.train_config(name, overrides)
         data = self.project(name).dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
+        probe = dict(probe or {})
+        optimizer = probe.pop("optimizer", None) or "DAdaptAdam"
+        unknown = set(probe) - {"max_steps", "window", "epsilon"}
+        if unknown or optimizer not in PROBE_OPTIMIZERS:
+            raise UserError(f"unknown probe setting {sorted(unknown)[0] if unknown else optimizer!r}",
+                            f"use optimizer ({', '.join(PROBE_OPTIMIZERS)}), max_steps, window, epsilon")
+        try:
+            window = int(probe.get("window", PlateauRule.window))
+            rule = PlateauRule(window=window, smooth=min(PlateauRule.smooth, window),
+                               epsilon=float(probe.get("epsilon", PlateauRule.epsilon)),
+                               max_steps=int(probe.get("max_steps", PlateauRule.max_steps)))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad probe settings: {exc}", "see estimate --help") from None
 
         def job(ctx: JobContext) -> dict:
             from .training.estimate import estimate_lr
             from .training.loop import Callbacks
 
-            est = estimate_lr(self.models.backend(), data, cfg, ctx.job_dir,
+            est = estimate_lr(self.models.backend(), data, cfg, ctx.job_dir, optimizer=optimizer, rule=rule,
                               callbacks=Callbacks(on_progress=ctx.progress, on_log=ctx.log),
                               should_stop=ctx.should_stop)
             return est.as_dict() if hasattr(est, "as_dict") else dataclasses.asdict(est)
 
-        return self._submit(name, "estimate", {"train": dataclasses.asdict(cfg)}, job)
+        return self._submit(name, "estimate", {"train": dataclasses.asdict(cfg), "probe_optimizer": optimizer,
+                                               "rule": dataclasses.asdict(rule)}, job)
 
     def train(self, name: str, overrides: Optional[dict] = None, resume_job: Optional[str] = None) -> str:
         p = self.project(name)

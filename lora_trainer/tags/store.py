@@ -51,9 +51,12 @@ def caption_file(image: Path) -> Optional[Path]:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Images in ``folder`` and in its direct, non-hidden subfolders, sorted."""
+    """Images in ``folder`` and in its kohya ``<repeats>_<name>`` subfolders (what training reads), sorted;
+    other subfolders (the preparation step's previews/, backups) are not captions' business."""
+    from ..training.data import parse_kohya_dirname
+
     found = list_images(folder)
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and parse_kohya_dirname(p.name)):
         found += list_images(sub)
     return found
 
