@@ -1,0 +1,111 @@
+"""``python -m lora_trainer ui``: the same tab as in the WebUI, served on its own.
+
+The WebUI loads an extension's ``javascript/*.js`` and ``style.css`` by itself; here ``page`` does it: the
+stylesheet becomes the page's ``css`` and each script is added to the document once the page has loaded
+(a load hook, ``_js`` in gradio 3 / ``js`` in 4). The tab is built first and rendered into the page, which is
+what the WebUI does with the Blocks ``on_ui_tabs`` returns. Listens on 127.0.0.1 unless told otherwise:
+the page can read and write the workspace, so exposing it is the user's explicit choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("lora_trainer.ui")
+ROOT = Path(__file__).resolve().parents[2]   # the extension folder: javascript/ and style.css live there
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def assets(root: Path = ROOT) -> tuple[str, list[str]]:
+    """(css, [script sources]) from the extension folder; missing files are logged, not fatal."""
+    css_file = root / "style.css"
+    css = css_file.read_text(encoding="utf-8") if css_file.is_file() else ""
+    scripts = [p.read_text(encoding="utf-8") for p in sorted((root / "javascript").glob("*.js"))]
+    if not css or not scripts:
+        log.warning("style.css or javascript/ not found beside the package (%s): tooltips and keys are off", root)
+    return css, scripts
+
+
+def inject_js(scripts: list[str]) -> str:
+    """A load hook that adds each script to the document as the WebUI would."""
+    body = json.dumps(scripts, ensure_ascii=False)
+    return ("() => { for (const src of " + body + ") { const s = document.createElement('script'); "
+            "s.textContent = src; document.head.appendChild(s); } }")
+
+
+def page(service, host_info: Optional[dict] = None, root: Path = ROOT):
+    """The standalone page: the tab rendered into a Blocks with our stylesheet and scripts."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from ..compat import js_kw
+    from .tab import build_tab
+
+    css, scripts = assets(root)
+    tab = build_tab(service, host_info)
+    # System fonts: the default theme would fetch web fonts, and this page makes no outside requests.
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    with gr.Blocks(css=css, title="LoRA Trainer", analytics_enabled=False, theme=theme) as app:
+        tab.render()
+        app.load(None, None, None, **js_kw(inject_js(scripts)))
+    app.lora_trainer_tab = tab
+    return app
+
+
+def make_service(workspace: str, base_model: Optional[str] = None, device: Optional[str] = None):
+    from ..service import Service, StandaloneModels
+
+    if base_model:
+        from ..models import refuse_ckpt
+
+        refuse_ckpt(Path(base_model))
+    return Service(Path(workspace).expanduser(), StandaloneModels(base_model=base_model,
+                                                                  device=None if device in (None, "auto") else device))
+
+
+def launch(app, host: str, port: int, workspace: str, block: bool = True):
+    """Queue on (the steps stream progress from generators), then serve."""
+    from ..compat import queue_kw
+
+    app.queue(**queue_kw(8))
+    return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False,
+                      allowed_paths=[str(Path(workspace).expanduser().resolve())], prevent_thread_lock=not block)
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
+    p.add_argument("--workspace", default="lora_trainer_workspace", metavar="DIR",
+                   help="folder holding the projects (default: ./lora_trainer_workspace)")
+    p.add_argument("--base-model", metavar="PATH", default=None,
+                   help="diffusers folder or .safetensors checkpoint (default: the embedded toy model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--lang", default="en", choices=("en", "zh_CN"), help="language of the tab (default: en)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.host not in LOOPBACK:
+        print(f"warning: listening on {args.host}: anyone who can reach it can read and write "
+              f"{args.workspace}", file=sys.stderr)
+    service = make_service(args.workspace, args.base_model, args.device)
+    host_info = {"lang": args.lang, "host": "standalone",
+                 "family": "embedded toy model" if not args.base_model else Path(args.base_model).name}
+    app = page(service, host_info)
+    print(f"LoRA Trainer on http://{args.host}:{args.port} (workspace {Path(args.workspace).resolve()})",
+          file=sys.stderr)
+    try:
+        launch(app, args.host, args.port, args.workspace, block=True)
+    finally:
+        service.runner.shutdown()
+    return 0
+
+
+def register(commands: dict) -> None:
+    commands["ui"] = ("the tab in a browser, standalone (same seven steps as in the WebUI)", _args, _run)

@@ -1,0 +1,115 @@
+"""Step 3 · Auto-tag: ``Service.autotag`` over the project's dataset folder, captions shown beside images.
+
+The tagger list comes from ``tagging.registry.describe_taggers`` (the WebUI adapter adds Deepbooru and CLIP),
+each marked when it cannot run here and why, so a missing model is said at once and never hangs. Proposed:
+the host's Deepbooru, else the toy tagger on the embedded toy model, else WD14 when its files are there.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..prepare.config import TagConfig
+from . import controls as C
+from .common import EN, Ctx, cancel_jobs, done_text, guard, guard_gen, need_project, progress_html, watch
+
+KINDS = ("tag",)
+OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
+
+
+def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[list, str, list[str]]:
+    """(dropdown choices as (label, name), the proposed name, notes about the unavailable ones).
+
+    ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else the host's
+    Deepbooru, the toy tagger, WD14, in that order."""
+    from ..tagging.registry import describe_taggers
+
+    info = describe_taggers(cfg)
+    choices, notes = [], []
+    for d in info:
+        label = d["name"] if d["available"] else t("{name} (unavailable)", name=d["name"])
+        choices.append((label, d["name"]))
+        if not d["available"]:
+            notes.append(f"{d['name']}: {d['reason']}")
+    ok = [d["name"] for d in info if d["available"]]
+    order = ((preferred,) if preferred else ()) + ("deepbooru", "toy", "wd14")
+    proposed = next((n for n in order if n in ok), next(iter(ok[1:]), "none"))
+    return choices, proposed, notes
+
+
+def captions(service, project: Optional[str]) -> list:
+    """``(image, caption)`` for the gallery: what training will read for each image."""
+    if not project:
+        return []
+    folder = service.dataset_dir(project)
+    from ..training.data import read_caption
+
+    out = []
+    for name in service.images(project, "dataset"):
+        img = folder / name
+        out.append((str(img), read_caption(img) or "(no caption)"))
+    return out
+
+
+def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values):
+    """Generator: [progress, gallery, message]."""
+    import gradio as gr
+
+    name = need_project(project)
+    opts = {"tagger": tagger or "none", "trigger": trigger or "", **C.collect(TagConfig, OPTION_NAMES, values)}
+    job = ctx.service.autotag(name, opts)
+    for st in watch(ctx.service, job, ctx.poll):
+        done = st["status"] in ("finished", "cancelled", "failed")
+        pics = captions(ctx.service, name) if done and st["status"] != "failed" else gr.update()
+        msg = done_text(st, ctx.t) if done else ""
+        if st["status"] == "finished":
+            counts = (st.get("result") or {}).get("counts") or {}
+            msg += " " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+        yield [progress_html(st, ctx.t), pics, msg]
+
+
+def build(ctx: Ctx) -> dict:
+    import gradio as gr
+
+    t = ctx.t
+    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"))
+    with gr.Column(elem_id="lt-tag"):
+        gr.Markdown(t("Write a caption of tags for every image; the trigger word goes first."),
+                    elem_classes=["lt-help"])
+        with gr.Row():
+            tagger = gr.Dropdown(choices=choices, value=proposed, label=t("Tagger"),
+                                 elem_id=ctx.tip("lt-tag-tagger", C.field_meta_help(TagConfig, "tagger")))
+            trigger = gr.Textbox(label=t("Trigger"), elem_id=ctx.tip("lt-tag-trigger",
+                                                                     C.field_meta_help(TagConfig, "trigger")))
+        if notes:
+            gr.Markdown("\n".join(f"- {n}" for n in notes), elem_id="lt-tag-note", elem_classes=["lt-note"])
+        with gr.Accordion(t("Tagging"), open=False, elem_id="lt-tag-group-tagging"):
+            ctrls = {}
+            for i in range(0, len(OPTION_NAMES), 3):
+                with gr.Row():
+                    ctrls.update(C.make_controls(TagConfig, OPTION_NAMES[i:i + 3], t, ctx.tips, "lt-tag"))
+        with gr.Row():
+            run_btn = gr.Button(t("Tag images"), variant="primary",
+                                elem_id=ctx.tip("lt-tag-run", "Caption every image of the dataset folder"))
+            cancel_btn = gr.Button(t("Cancel"), elem_id=ctx.tip("lt-tag-cancel", "Stop after the current batch"))
+        progress = gr.HTML(progress_html(None), elem_id="lt-tag-progress")
+        msg = gr.Markdown("", elem_id="lt-tag-msg", elem_classes=["lt-msg"])
+        pics = gr.Gallery(label=t("Images and captions"), columns=6, height="auto", elem_id="lt-tag-gallery")
+    return {"tagger": tagger, "trigger": trigger, "controls": ctrls, "run": run_btn, "cancel": cancel_btn,
+            "progress": progress, "msg": msg, "gallery": pics}
+
+
+def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
+    outs = [parts["progress"], parts["gallery"], parts["msg"]]
+    inputs = [ctx.project, parts["tagger"], parts["trigger"]] + [parts["controls"][n] for n in OPTION_NAMES]
+    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
+    parts["cancel"].click(guard(1, ctx.t)(lambda p: ctx.t("Cancelling…") if cancel_jobs(ctx.service, p, KINDS)
+                                          else ctx.t("Nothing to cancel.")),
+                          [ctx.project], [parts["msg"]], queue=False)
+
+
+def on_project(ctx: Ctx, parts: dict):
+    def load(p):
+        trig = ctx.service.project_info(p).get("trigger", "") if p else ""
+        return [captions(ctx.service, p), trig, ""]
+    return [parts["gallery"], parts["trigger"], parts["msg"]], load

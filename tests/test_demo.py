@@ -1,0 +1,90 @@
+"""The demo's acceptance on 16 seeds (the 64-seed figures come from ``demo`` itself): the shared toy LoRA
+puts the new shape in ≥ 80% of generations with the trigger word, the same prompts and seeds without it in
+≤ 10%; and the ``demo`` command runs end to end and writes what it promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import needs_diffusers
+from conftest_toy import TEST_LORA_STEPS, toy_backend, toy_lora  # noqa: F401 - fixtures
+
+pytestmark = needs_diffusers
+SEEDS = tuple(range(1000, 1016))
+
+
+def test_shared_lora_was_trained_from_auto_tagged_stars(toy_lora):
+    from lora_trainer.toy.demo import N_IMAGES, TRIGGER
+
+    captions = sorted(toy_lora.image_dir.glob("*.txt"))
+    assert len(captions) == N_IMAGES
+    texts = [c.read_text(encoding="utf-8").strip() for c in captions]
+    assert all(t.startswith(TRIGGER + ", ") for t in texts)
+    assert not any("star" in t for t in texts), "the trigger word, not the shape's name, carries the concept"
+    assert toy_lora.figures["train"]["steps"] == TEST_LORA_STEPS
+
+
+def test_lora_teaches_the_new_shape(toy_lora, toy_backend):
+    from lora_trainer.toy.demo import star_rate
+
+    with_lora = star_rate(toy_backend, toy_lora.lora, SEEDS)
+    without = star_rate(toy_backend, None, SEEDS)
+    assert with_lora >= 0.80, f"star in {with_lora:.0%} of generations with the LoRA"
+    assert without <= 0.10, f"star in {without:.0%} of generations without the LoRA"
+
+
+def test_lora_at_weight_zero_is_the_base_model(toy_lora, toy_backend):
+    from lora_trainer.toy.demo import generate, test_pairs
+
+    pairs = test_pairs(SEEDS[:2])
+    a = generate(toy_backend, pairs)
+    b = generate(toy_backend, pairs, lora=toy_lora.lora, weight=0.0)
+    assert [list(x.getdata()) for x in a] == [list(x.getdata()) for x in b]
+
+
+def test_demo_command_end_to_end(tmp_path):
+    from lora_trainer.cli import main
+
+    from lora_trainer.toy.demo import N_IMAGES
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--steps", "2", "--quick"]) == 0
+    result = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+    assert result["steps_run"] == ["photos", "prepare", "auto-tag", "cleanup", "estimate", "train", "test"]
+    # prepare: every photo reported, the empty file and the exact copy skipped by name, the rest imported
+    report = json.loads((out / "dataset" / "10_zkw" / "report.json").read_text(encoding="utf-8"))
+    by_name = {f["file"]: f for f in report["files"]}
+    assert len(by_name) == N_IMAGES + 2
+    assert by_name["IMG_broken.jpg"]["status"] == "skipped"
+    assert by_name["IMG_0000 (1).png"]["status"] == "skipped"
+    assert sum(f["status"] == "ok" for f in report["files"]) == N_IMAGES
+    assert any(n.startswith("星星_") for n in by_name), "CJK names kept as they are"
+    assert (out / "photos" / "IMG_broken.jpg").stat().st_size == 0, "the source folder is only read"
+    # the sideways JPEG was turned upright: the render it came from, within JPEG noise (not its rotation)
+    import numpy as np
+
+    from lora_trainer.toy.demo import DATASET_SEED
+    from lora_trainer.toy.world import NEUTRAL_BACKGROUNDS, NEW_SHAPE, render, sample_scene
+
+    rng = np.random.default_rng(DATASET_SEED)
+    scenes = [sample_scene(rng, shapes=(NEW_SHAPE,), backgrounds=NEUTRAL_BACKGROUNDS) for _ in range(2)]
+    truth = np.asarray(render(scenes[1]), dtype=np.float32)
+    got = np.asarray(Image.open(out / "dataset" / "10_zkw" / "IMG_0001.png").convert("RGB"), dtype=np.float32)
+    assert np.abs(got - truth).mean() < 3 < np.abs(got - np.rot90(truth)).mean()
+    # cleanup and estimate left their outputs
+    cleanup = json.loads((out / "cleanup.json").read_text(encoding="utf-8"))
+    assert set(cleanup) >= {"applied", "flagged", "written"}
+    est = result["details"]["estimate"]
+    assert est["unet_lr"] > 0 and est["steps"] <= 30 and (out / "lr-estimate" / "lr-estimate.png").is_file()
+    for key in ("with_lora", "without_lora", "base_quality", "detector_accuracy"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["detector_accuracy"] >= 0.95
+    assert result["seconds"] > 0
+    assert (out / "zkw.safetensors").is_file() and (out / "zkw.json").is_file()
+    assert len(list((out / "dataset" / "10_zkw").glob("*.png"))) == 20
+    grid = Image.open(out / "grid.png")
+    assert grid.width >= 2 * 256 and grid.height > 256
+    assert list((out / "jobs").glob("*/state.json")), "training ran as a job"

@@ -1,0 +1,325 @@
+"""The tab under gradio 3.41: it builds, and its callbacks — found through the Blocks' own event wiring, as
+gradio calls them — run against a real ``Service`` (on the embedded toy model, or the tiny random model
+until the toy weights are built). Model steps need diffusers (standalone profile); the others run in both."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import threading
+
+import pytest
+
+from conftest import needs_diffusers
+from lora_trainer.config import TrainConfig
+
+gr = pytest.importorskip("gradio")
+
+from lora_trainer.service import Service, StandaloneModels  # noqa: E402
+from lora_trainer.ui import controls as C  # noqa: E402
+from lora_trainer.ui import step_prepare, step_tag, step_train  # noqa: E402
+from lora_trainer.ui.tab import build_tab, parts_of  # noqa: E402
+
+NAMES = step_train.NAMES
+
+
+def world_images(folder, n=4, seed=0):
+    import numpy as np
+
+    from lora_trainer.toy.world import render, sample_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        render(sample_scene(rng)).save(folder / f"pic{i}.png")
+        out.append(str(folder / f"pic{i}.png"))
+    return out
+
+
+def handlers(blocks, comp, trigger="click"):
+    """The functions gradio runs for ``comp``'s ``trigger`` (3.41: targets + trigger; 4.x: (id, trigger))."""
+    out = []
+    for i, dep in enumerate(blocks.dependencies):
+        for tgt in dep["targets"]:
+            tid, trig = (tgt[0], tgt[1]) if isinstance(tgt, (list, tuple)) else (tgt, dep.get("trigger"))
+            if tid == comp._id and trig == trigger:
+                out.append((blocks.fns[i].fn, dep))
+    assert out, f"no {trigger} handler on {comp.elem_id}"
+    return out
+
+
+def handler(blocks, comp, trigger="click"):
+    return handlers(blocks, comp, trigger)[0][0]
+
+
+def last(gen):
+    """Run a generator callback to its end; its last yield is what the page shows at the end."""
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def text(x) -> str:
+    return x.get("value", "") if isinstance(x, dict) else str(x)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    s = Service(tmp_path_factory.mktemp("ws"), StandaloneModels(device="cpu"))
+    yield s
+    s.runner.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tab(svc):
+    blocks = build_tab(svc, {"host": "test", "warnings": ["SD2: UNet only"]})
+    parts_of(blocks)["ctx"].poll = 0.05
+    return blocks
+
+
+def train_values(svc, project, **over):
+    cfg = dataclasses.asdict(svc.train_config(project))
+    cfg.update(over)
+    return [C.to_display(TrainConfig, n, cfg[n]) for n in NAMES]
+
+
+# --------------------------------------------------------------------------------------------- building
+
+def test_tab_builds_with_prefixed_ids_a_tooltip_for_every_option_and_seven_steps(tab):
+    cfg = tab.config
+    ids = [c["props"].get("elem_id") for c in cfg["components"] if c["props"].get("elem_id")]
+    assert len(ids) == len(set(ids)), "duplicate elem_id"
+    assert all(i.startswith("lt-") for i in ids), [i for i in ids if not i.startswith("lt-")]
+    tips = parts_of(tab)["ctx"].tips
+    for cls, prefix, skip in ((TrainConfig, "lt-train", ()), (step_prepare.PrepareConfig, "lt-prepare",
+                                                              step_prepare.SKIP)):
+        for f in dataclasses.fields(cls):
+            if f.name not in skip:
+                eid = C.elem_id(prefix, f.name)
+                assert eid in ids and tips[eid] == f.metadata["help"], eid
+    for name in step_tag.OPTION_NAMES + ["tagger", "trigger"]:
+        assert C.elem_id("lt-tag", name) in tips
+    assert all(tips.values()) and set(tips) <= set(ids)
+    tabs = [c["props"]["label"] for c in cfg["components"] if c["type"] == "tabitem"
+            and (c["props"].get("elem_id") or "").startswith("lt-step-")]
+    assert tabs == ["1 · Images", "2 · Crop & background", "3 · Auto-tag", "4 · Edit tags", "5 · Estimate LR",
+                    "6 · Train", "7 · Test"]
+    host = next(c for c in cfg["components"] if c["props"].get("elem_id") == "lt-host-info")
+    assert "SD2: UNet only" in host["props"]["value"]
+
+
+def test_run_buttons_stream_and_cancel_buttons_skip_the_queue(tab):
+    steps = parts_of(tab)["steps"]
+    for key in ("prepare", "tag", "estimate", "train", "test"):
+        fn, dep = handlers(tab, steps[key]["run"])[0]
+        assert inspect.isgeneratorfunction(fn), key
+        cancel_fn, cancel_dep = handlers(tab, steps[key]["cancel"])[0]
+        assert cancel_dep["queue"] is False, key
+
+
+def test_zh_CN_builds_in_chinese(svc):
+    blocks = build_tab(svc, {"lang": "zh_CN"})
+    t = parts_of(blocks)["ctx"].t
+    labels = [c["props"].get("label") for c in blocks.config["components"]] + [
+        c["props"].get("value") for c in blocks.config["components"] if c["type"] == "button"]
+    assert "1 · 图片" in labels and "UNet 学习率" in labels and "训练" in labels
+    helps = {f.metadata["help"] for cls in (TrainConfig, step_prepare.PrepareConfig, step_tag.TagConfig)
+             for f in dataclasses.fields(cls)}
+    # Every label, button and message is translated; an option's help text may lag behind an edit of the
+    # dataclass (it then shows in English), but not by much.
+    assert not (t.missing - helps), t.missing - helps
+    assert len(t.missing) <= 0.1 * len(helps), t.missing
+    tips = parts_of(blocks)["ctx"].tips
+    assert tips["lt-train-rank"] == "LoRA 秩（network_dim）：LoRA 的容量"
+
+
+def test_a_host_that_cannot_train_disables_training(svc):
+    blocks = build_tab(svc, {"can_train": False, "warnings": ["Forge 2: cannot train in place"]})
+    steps = parts_of(blocks)["steps"]
+    assert steps["train"]["run"].interactive is False and steps["estimate"]["run"].interactive is False
+    ids = {c["props"].get("elem_id"): c for c in blocks.config["components"]}
+    assert "lt-train-blocked" in ids and "Forge 2" in ids["lt-host-info"]["props"]["value"]
+
+
+# --------------------------------------------------------------------------------------------- callbacks
+
+def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
+    p = parts_of(tab)
+    steps = p["steps"]
+    create = handler(tab, p["create"])
+    dd, name_box, msg = create("amy", "zkw", 2)
+    assert dd["value"] == "amy" and "amy" in dd["choices"] and "amy" in msg
+    again = create("amy", "zkw", 2)
+    assert again[-1].startswith("⚠ **project") and "already exists" in again[-1] and "Traceback" not in again[-1]
+
+    # every step refreshes when the project is opened
+    changes = handlers(tab, p["ctx"].project, "change")
+    assert len(changes) == 8
+    for fn, _dep in changes:
+        fn("amy")
+
+    add = handlers(tab, steps["images"]["add"])[0][0]
+    gallery, _sel, msg = add("amy", [type("F", (), {"name": f})() for f in world_images(tmp_path / "up")])
+    assert len(gallery) == 4 and "4 image(s) added" in msg
+    gallery, _sel, msg = handler(tab, steps["images"]["remove"])("amy", "pic3.png")
+    assert len(gallery) == 3 and "pic3.png" in msg
+    assert handler(tab, steps["images"]["add"])("amy", None)[-1].startswith("⚠")
+
+    prep_vals = [step_prepare.proposal(svc, {})[0].get(n, C.default_of(step_prepare.PrepareConfig, n))
+                 for n in step_prepare.names()]
+    out = last(handler(tab, steps["prepare"]["run"])("amy", *prep_vals))
+    progress, pics, report, msg = out
+    assert 'data-status="finished"' in progress and msg.startswith("Finished")
+    assert len(pics) == 6 and "**3** ok" in report                     # before + after for 3 images
+    assert svc.images("amy", "dataset") == ["pic0.png", "pic1.png", "pic2.png"]
+
+    tag_vals = [C.default_of(step_tag.TagConfig, n) for n in step_tag.OPTION_NAMES]
+    out = last(handler(tab, steps["tag"]["run"])("amy", "toy", "zkw", *tag_vals))
+    assert 'data-status="finished"' in out[0] and len(out[1]) == 3
+    assert all(cap.startswith("zkw, ") for _img, cap in out[1])
+
+    fc = step_train.forecast_text(p["ctx"], "amy", *train_values(svc, "amy"))
+    cfg = svc.train_config("amy")
+    import math
+    assert f"3 images × {cfg.repeats} repeats × {cfg.epochs} epochs" in fc
+    assert f"**{math.ceil(3 * cfg.repeats / cfg.batch_size) * cfg.epochs} steps**" in fc
+
+    # no project open: a message beside the step, never a traceback
+    for key, args in (("prepare", prep_vals), ("tag", ["toy", "", *tag_vals]), ("train", train_values(svc, "amy"))):
+        out = last(handler(tab, steps[key]["run"])(None, *args))
+        assert out[-1].startswith("⚠ **no project is open**"), (key, out[-1])
+    bad = train_values(svc, "amy", rank=0)
+    out = last(handler(tab, steps["train"]["run"])("amy", *bad))
+    assert "rank" in out[-1] and "minimum" in out[-1]
+    assert handler(tab, steps["prepare"]["cancel"])("amy") == "Nothing to cancel."
+
+
+@needs_diffusers
+def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
+    p = parts_of(tab)
+    steps = p["steps"]
+    svc.create_project("bo", trigger="zkw", repeats=2)
+    svc.add_images("bo", world_images(tmp_path / "up", 4, seed=1))
+    assert svc.runner.wait(svc.preprocess("bo", {"size": 64}), 300)["status"] == "finished"
+    assert svc.runner.wait(svc.autotag("bo", {"tagger": "toy", "trigger": "zkw"}), 300)["status"] == "finished"
+
+    # 5 · Estimate: cancel once the probe has taken two steps; the proposal is still made and can be used
+    cancel = handler(tab, steps["estimate"]["cancel"])
+    out = None
+    for out in handler(tab, steps["estimate"]["run"])("bo", *train_values(svc, "bo")):
+        prog = (svc.runner.list()[-1].get("progress") or {})
+        if prog.get("d_lr") is not None and prog.get("step", 0) >= 2:
+            cancel("bo")
+    progress, plot, summary, use_btn, res, msg = out
+    assert 'data-status="cancelled"' in progress and res["unet_lr"] > 0 and plot.endswith("lr-estimate.png")
+    assert f"**{res['unet_lr']}**" in summary and "stopped by you" in summary
+    u, te, msg = handler(tab, steps["estimate"]["use"])(res)
+    assert (u, te) == (res["unet_lr"], res["text_encoder_lr"]) and "now uses" in msg
+
+    # 6 · Train a few steps with the estimate, an intermediate save halfway
+    vals = train_values(svc, "bo", max_steps=2, save_fractions=[0.5], optimizer="AdamW", sync_every=1,
+                        unet_lr=u, text_encoder_lr=te)
+    progress, loss, _samples, files, resume_dd, msg = last(handler(tab, steps["train"]["run"])("bo", *vals))
+    assert 'data-status="finished"' in progress and "zkw.safetensors" in msg, msg
+    assert loss is not None and loss.size[0] > 100
+    assert "zkw-step000001.safetensors" in files and "zkw.safetensors" in files
+    assert svc.train_config("bo").unet_lr == u                      # the run's config was kept
+
+    # cancel a run, then resume it from its saved state
+    # (4 images × 2 repeats ÷ batch 4 = 2 steps an epoch: 3 epochs = 6 steps)
+    vals = train_values(svc, "bo", max_steps=6, epochs=3, save_fractions=[], optimizer="AdamW", sync_every=1)
+    runner = handler(tab, steps["train"]["run"])("bo", *vals)
+    cancelled = None
+    for out in runner:
+        prog = svc.runner.list()[-1].get("progress") or {}
+        if prog.get("phase") == "train" and prog.get("step", 0) >= 1 and cancelled is None:
+            cancelled = handler(tab, steps["train"]["cancel"])("bo")
+    assert cancelled == "Cancelling…" and 'data-status="cancelled"' in out[0]
+    choices = step_train.resumable(svc, "bo")
+    assert len(choices) == 1
+    out = last(handler(tab, steps["train"]["resume"])("bo", choices[0][1]))
+    assert 'data-status="finished"' in out[0] and "6/6" in out[0]
+
+    # 7 · Test: two seeds with the final file, then the epoch × weight grid
+    t = steps["test"]
+    files = handler(tab, t["refresh"])("bo")[1]["choices"]
+    assert sorted(files) == ["zkw-step000001.safetensors", "zkw.safetensors"]
+    progress, pics, msg = last(handler(tab, t["run"])("bo", "zkw, red", "", "1, 2", 1.0, 2, 7.0, 0,
+                                                     "zkw.safetensors"))
+    assert 'data-status="finished"' in progress and len(pics) == 2 and pics[1][1].endswith("seed 2")
+    progress, grid, msg = last(handler(tab, t["grid_run"])("bo", "zkw", "", "3", 2, 7.0, 0, files, "0.5, 1"))
+    assert grid.size[1] == 22 + 2 * 160 and "4 images" in msg
+    bad = last(handler(tab, t["run"])("bo", "x", "", "one, two", 1.0, 2, 7.0, 0, "zkw.safetensors"))
+    assert bad[-1].startswith("⚠ **seeds")
+
+
+@needs_diffusers
+def test_do_the_rest_with_the_recipe(svc, tab, tmp_path):
+    p = parts_of(tab)
+    steps = p["steps"]
+    svc.create_project("cy", trigger="qrz", repeats=2)
+    svc.add_images("cy", world_images(tmp_path / "up", 3, seed=2))
+    prep_vals = [C.default_of(step_prepare.PrepareConfig, n) for n in step_prepare.names()]
+    prep_vals[step_prepare.names().index("size")] = 64
+    tag_vals = [C.default_of(step_tag.TagConfig, n) for n in step_tag.OPTION_NAMES]
+    vals = train_values(svc, "cy", max_steps=2, optimizer="AdamW", save_fractions=[])
+    run = handler(tab, p["recipe"]["run"])
+    seen = []
+    for out in run("cy", False, *prep_vals, "toy", "qrz", *tag_vals, *vals):
+        seen.append(out[0])
+    progress, pics, msg = out
+    assert "Done: qrz.safetensors" in msg and len(pics) == 2
+    for what in ("step 1 of 4: Crop &amp; background", "step 2 of 4: Auto-tag", "step 3 of 4: Train",
+                 "step 4 of 4: Test"):
+        assert any(what in s for s in seen), what
+    assert [o["name"] for o in svc.outputs("cy")] == ["qrz.safetensors"]
+    # a second click has nothing left to prepare or tag: it trains and tests again
+    from lora_trainer.ui import recipe
+
+    assert recipe.plan(svc, "cy", "toy", estimate=True) == ["estimate", "train", "generate"]
+
+
+def test_cancel_from_another_thread_reaches_the_running_job(svc, tab, tmp_path):
+    """The Cancel button runs outside the queue, while the Run generator is still streaming."""
+    p = parts_of(tab)
+    steps = p["steps"]
+    svc.create_project("dd", trigger="zkw", repeats=1)
+    svc.add_images("dd", world_images(tmp_path / "up", 12, seed=3))
+    gate = threading.Event()
+
+    def slow(ctx):
+        ctx.progress({"phase": "wait", "step": 0, "total": 1})
+        gate.wait(10)
+        ctx.check_cancel()
+        return {}
+
+    job = svc.runner.submit("preprocess", slow, config={"project": "dd"}, parent=svc.project("dd").jobs)
+    from lora_trainer.ui.common import watch
+
+    states = watch(svc, job, 0.05)
+    assert next(states)["status"] in ("queued", "running")
+    assert handler(tab, steps["prepare"]["cancel"])("dd") == "Cancelling…"
+    gate.set()
+    assert last(states)["status"] == "cancelled"
+
+
+def test_the_webui_settings_choose_the_proposed_tagger_and_background(tmp_path, monkeypatch):
+    """The settings "default tagger" and "background model" (on_ui_settings) are what the steps propose,
+    when available; otherwise the built-in order applies."""
+    from lora_trainer.prepare.background import rembg_available
+
+    _, default, _ = step_tag.tagger_choices()
+    assert default == "toy"                                               # no host here: the toy tagger first
+    assert step_tag.tagger_choices(preferred="none")[1] == "none"
+    assert step_tag.tagger_choices(preferred="deepbooru")[1] == default   # unavailable: the built-in order
+    if not rembg_available()[0]:
+        pytest.skip("rembg is not importable here")
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    for name in ("u2net", "u2netp"):
+        (tmp_path / f"{name}.onnx").write_bytes(b"model")
+    svc = Service(tmp_path / "ws", StandaloneModels())
+    assert step_prepare.proposal(svc, {})[0]["background"] == "u2net"
+    assert step_prepare.proposal(svc, {"rembg_model": "u2netp"})[0]["background"] == "u2netp"
+    assert step_prepare.proposal(svc, {"rembg_model": "isnet-anime"})[0]["background"] == "u2net"  # no file
