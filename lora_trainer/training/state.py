@@ -22,19 +22,33 @@ from ..workspace import write_bytes, write_json
 STATE_VERSION = 1
 
 
-def flatten(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
-    """JSON-able structure with tensors replaced by ``{"__tensor__": key}`` (stored in ``tensors``)."""
+def flatten(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t", _seen: Optional[dict] = None) -> Any:
+    """JSON-able structure with tensors replaced by ``{"__tensor__": key}`` (stored in ``tensors``).
+
+    A tensor met twice (bitsandbytes shares one quantisation map between parameters' states) is stored once
+    and referenced twice, so it is shared again after loading; any other tensor over storage already stored
+    is copied (safetensors refuses tensors that share memory)."""
+    seen = {} if _seen is None else _seen
     if isinstance(obj, torch.Tensor):
-        key = f"{path}"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
+        t = obj.detach().cpu().contiguous()
+        ident = (t.data_ptr(), t.dtype, tuple(t.shape))
+        storage = t.untyped_storage().data_ptr()
+        if ident in seen:
+            return {"__tensor__": seen[ident]}
+        if storage in seen:
+            t = t.clone()
+            storage = t.untyped_storage().data_ptr()
+            ident = (t.data_ptr(), t.dtype, tuple(t.shape))
+        tensors[path] = t
+        seen[ident], seen[storage] = path, path
+        return {"__tensor__": path}
     if isinstance(obj, dict):
-        return {"__dict__": [[flatten(k, tensors, f"{path}.k{i}"), flatten(v, tensors, f"{path}.{i}")]
+        return {"__dict__": [[flatten(k, tensors, f"{path}.k{i}", seen), flatten(v, tensors, f"{path}.{i}", seen)]
                              for i, (k, v) in enumerate(obj.items())]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [flatten(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+        return {"__tuple__": [flatten(v, tensors, f"{path}.{i}", seen) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [flatten(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+        return [flatten(v, tensors, f"{path}.{i}", seen) for i, v in enumerate(obj)]
     if isinstance(obj, float) and not math.isfinite(obj):
         return {"__float__": repr(obj)}  # JSON has no inf/nan (D-Adaptation's growth_rate is inf)
     if obj is None or isinstance(obj, (bool, int, float, str)):
