@@ -92,6 +92,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                                                  "with captions (default: the toy world's demo set)")
     p.add_argument("--output-dir", metavar="DIR", help="where the LoRA files go (default: ./lora_trainer_output/<name>)")
     p.add_argument("--resume", metavar="JOB_DIR", help="continue an interrupted run from its job folder")
+    p.add_argument("--no-forecast", action="store_true",
+                   help="skip the forecast (a few measured warm-up steps: minutes and peak memory) before training")
     _common(p)
     add_config_flags(p, TrainConfig)
 
@@ -120,8 +122,16 @@ def _train(args: argparse.Namespace) -> int:
     scan = scan_dataset(data, cfg.repeats)
     backend, _ = load_backend(base_model, _device(args.device))
     fc = forecast(cfg, scan.num_samples)
-    print(f"{scan.num_images} images × repeats × {cfg.epochs} epochs ÷ batch {cfg.batch_size} = {fc['steps']} steps "
-          f"on {backend.name} ({backend.device.type})", file=sys.stderr)
+    uncapped = forecast(dataclasses.replace(cfg, max_steps=0), scan.num_samples)["steps"]
+    reps = {it.repeats for it in scan.items}
+    reps_text = f"{reps.pop()} repeats" if len(reps) == 1 else "their folders' repeats"
+    capped = f", capped at max_steps {fc['steps']}" if fc["steps"] < uncapped else ""
+    print(f"{scan.num_images} images × {reps_text} × {cfg.epochs} epochs ÷ batch {cfg.batch_size} = {uncapped} "
+          f"steps{capped} on {backend.name} ({backend.device.type})", file=sys.stderr)
+    if not args.resume and not args.no_forecast:
+        from .training.forecast import forecast_run, format_forecast
+
+        print(f"forecast: {format_forecast(forecast_run(backend, scan, cfg))}", file=sys.stderr)
     if scan.missing_captions:
         print(f"warning: {len(scan.missing_captions)} images have no caption (.txt/.caption), e.g. "
               f"{scan.missing_captions[0].name}: they train on the folder name", file=sys.stderr)
@@ -153,7 +163,8 @@ def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict
     bar = _Bar()
     cb = Callbacks(on_progress=lambda p: (ctx.progress(p), bar.update(p)), on_log=ctx.log)
     try:
-        res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name, resume=resume).run()
+        res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name, resume=resume,
+                      generator=_sample_generator(backend, cfg)).run()
     finally:
         bar.close()
     for w in res.warnings:
@@ -161,6 +172,15 @@ def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict
     return {"output": str(res.output) if res.output else None, "saved": [str(s) for s in res.saved],
             "steps": res.steps, "total_steps": res.total_steps, "loss": res.final_loss, "cancelled": res.cancelled,
             "seconds": res.seconds, "optimizer": res.optimizer}
+
+
+def _sample_generator(backend, cfg):
+    """The diffusers generator for the samples the config asks for (None when it asks for none)."""
+    if not cfg.sample_prompts or not (cfg.sample_every_n_steps or cfg.sample_every_n_epochs):
+        return None
+    from .generate import DiffusersGenerator
+
+    return DiffusersGenerator(backend)
 
 
 class _Bar:

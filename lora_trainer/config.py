@@ -49,12 +49,16 @@ class TrainConfig:
     save_fractions: list = opt([0.2, 0.4, 0.6, 0.8], "Intermediate saves at these fractions of the total "
                                "steps (for the test grid); empty for none", group="output")
     save_every_n_epochs: int = opt(0, "Also save after every N epochs (0 = off)", group="output", min=0)
+    keep_last_n_saves: int = opt(0, "Keep only the newest N intermediate saves, deleting older ones (0 = keep all)",
+                                 group="output", min=0)
     save_state_every_n_steps: int = opt(0, "Save the full training state every N steps for --resume (it is also "
                                            "saved at every intermediate save; 0 = only then)", group="output", min=0)
     sample_every_n_steps: int = opt(0, "Generate sample images every N steps (0 = off)", group="samples", min=0)
     sample_every_n_epochs: int = opt(0, "Generate sample images every N epochs (0 = off)", group="samples", min=0)
     sample_prompts: list = opt([], "Prompts for the sample images (separate with | on the command line)",
                               group="samples", item="str")
+    tensorboard: bool = opt(False, "Also write TensorBoard event files to the job folder (needs the tensorboard "
+                                   "package; log.jsonl has the same numbers)", group="samples")
     # --- network ---
     network: str = opt("lora", "Network type: LoRA on attention layers, or LoCon (also the UNet's convs)",
                        group="network", choices=("lora", "locon"), ss="ss_network_module")
@@ -105,8 +109,11 @@ class TrainConfig:
                                ss="ss_min_bucket_reso")
     max_bucket_reso: int = opt(1024, "Largest bucket side", group="data", min=16, max=8192,
                                ss="ss_max_bucket_reso")
-    cache_latents: bool = opt(True, "Encode images once and keep the latents (faster)", group="data",
+    cache_latents: bool = opt(True, "Keep the latents (each image is encoded once) on the training device; off: "
+                                    "in system memory, moved per step (saves GPU memory)", group="data",
                               ss="ss_cache_latents")
+    cache_latents_to_disk: bool = opt(False, "Also keep the latents in the job folder, so a resumed run skips "
+                                             "encoding (never written to the source folder)", group="data")
     shuffle_caption: bool = opt(False, "Shuffle caption tags each time (after keep_tokens)", group="data",
                                 ss="ss_shuffle_caption")
     keep_tokens: int = opt(1, "Tags kept in place at the front when shuffling (the trigger word)", group="data",
@@ -125,7 +132,7 @@ class TrainConfig:
                                choices=PRECISIONS, ss="ss_mixed_precision")
     gradient_checkpointing: bool = opt(False, "Trade compute for memory", ss="ss_gradient_checkpointing")
     sync_every: int = opt(5, "Read the loss on the host every N steps (NaN check, progress)", min=1, max=1000)
-    compile: bool = opt(False, "torch.compile the UNet (opt-in, CUDA)")
+    compile: bool = opt(False, "torch.compile the UNet's forward (opt-in; the first steps are slow while it compiles)")
 
     def te_lr(self) -> float:
         return self.text_encoder_lr if self.text_encoder_lr > 0 else self.unet_lr * self.te_lr_ratio

@@ -40,6 +40,10 @@ class ModelProvider(Protocol):
         """A ``generate.Generator`` for test images on this model."""
         ...
 
+    def sample_generator(self, backend: Any) -> Any:
+        """A ``generate.Generator`` for samples during training: it draws with the training LoRA attached."""
+        ...
+
     def publish(self, lora_file: Path, name: str) -> Optional[Path]:
         """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone."""
         ...
@@ -72,6 +76,9 @@ class StandaloneModels:
         from .generate import DiffusersGenerator
 
         return DiffusersGenerator(backend)
+
+    def sample_generator(self, backend):
+        return self.generator(backend)  # the diffusers pipeline runs over the backend's modules, LoRA attached
 
     def publish(self, lora_file: Path, name: str) -> Optional[Path]:
         return None
@@ -285,9 +292,11 @@ class Service:
             from .training.loop import Callbacks, Trainer
 
             scan = D.scan_dataset(data, cfg.repeats)
-            res = Trainer(self.models.backend(), scan, cfg, p.output,
+            be = self.models.backend()
+            sample_generator = getattr(self.models, "sample_generator", lambda _be: None)
+            res = Trainer(be, scan, cfg, p.output,
                           Callbacks(on_progress=ctx.progress, on_log=ctx.log), ctx.should_stop, ctx.job_dir,
-                          cfg.name, resume=resume_job is not None).run()
+                          cfg.name, resume=resume_job is not None, generator=sample_generator(be)).run()
             published = self.models.publish(res.output, cfg.name) if res.output and not res.cancelled else None
             return {"output": str(res.output) if res.output else None, "saved": [str(s) for s in res.saved],
                     "steps": res.steps, "total_steps": res.total_steps, "loss": res.final_loss,

@@ -216,3 +216,30 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_is_removed(make_bac
     assert all(g is not None for g in grads[0]) and any(g.abs().max() > 0 for g in grads[0])
     assert max((a - b).abs().max().item() for a, b in zip(*grads)) < 1e-5
     assert_base_unchanged(be, snap)
+
+
+def test_latent_disk_cache_lives_in_the_job_folder_and_skips_encoding(make_backend, data_dir, tmp_path):
+    """``cache_latents_to_disk``: the first run writes one latent file per image into the job folder (never
+    beside the images); a second run over the same job folder encodes nothing and trains to the same weights."""
+    from safetensors.torch import load_file
+
+    from lora_trainer.training import data as D
+    from lora_trainer.training.loop import Trainer
+
+    be = make_backend()
+    calls = []
+    encode = be.encode_images
+    be.encode_images = lambda px: (calls.append(px.shape[0]), encode(px))[1]
+    cfg = _cfg(cache_latents_to_disk=True, cache_latents=False, save_precision="fp32", name="disk")
+    before = sorted(p.name for p in data_dir.rglob("*"))
+    outs = []
+    for run in range(2):
+        calls.clear()
+        res = Trainer(be, D.scan_dataset(data_dir, cfg.repeats), cfg, tmp_path / f"out{run}",
+                      job_dir=tmp_path / "job").run()
+        outs.append(load_file(str(res.output)))
+        assert sum(calls) == (4 if run == 0 else 0), calls
+    assert len(list((tmp_path / "job" / "latents").glob("*.safetensors"))) == 4
+    assert sorted(p.name for p in data_dir.rglob("*")) == before, "nothing written to the source folder"
+    assert outs[0].keys() == outs[1].keys()
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

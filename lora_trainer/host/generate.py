@@ -8,6 +8,7 @@ re-written file's old weights merged (WEBUI_API.md §6.2), so a name is never re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -131,8 +132,10 @@ class HostGenerator:
     (also in ``self.infotexts``).
     """
 
-    def __init__(self, sampler_name: Optional[str] = None):
+    def __init__(self, sampler_name: Optional[str] = None, keep_training_adapters: bool = False):
+        """``keep_training_adapters``: for samples during training, which must show the LoRA as it is."""
         self.sampler_name = sampler_name
+        self.keep_training_adapters = keep_training_adapters
         self.infotexts: list[str] = []
         self.prompts: list[str] = []
 
@@ -143,7 +146,8 @@ class HostGenerator:
         sampler = self.sampler_name or setting("lora_trainer_test_sampler")
         model = shared.sd_model
         images: list = []
-        with detached_adapters(model), protected_state():
+        adapters = contextlib.nullcontext() if self.keep_training_adapters else detached_adapters(model)
+        with adapters, protected_state():
             try:
                 for prompt in prompts:
                     text = f"{prompt} <lora:{name}:{weight:g}>" if name else prompt

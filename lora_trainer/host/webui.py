@@ -53,6 +53,9 @@ class HostModels:
     def generator(self, backend: Any) -> HostGenerator:
         return HostGenerator()
 
+    def sample_generator(self, backend: Any) -> HostGenerator:
+        return HostGenerator(keep_training_adapters=True)
+
     def publish(self, lora_file: Path, name: str) -> Optional[Path]:
         return publish(lora_file, name)
 
@@ -130,8 +133,7 @@ def host_info() -> dict:
     ``disabled_features``; also ``host_kind`` (a1111, forge1, forge2), ``model``, ``cannot_train_reason``,
     ``lora_dir``, ``workspace``, our settings' values and ``api_enabled``.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
+    from ..compat import version_of
     from ..install_plan import disabled_features
 
     model = loaded_model()
@@ -152,10 +154,7 @@ def host_info() -> dict:
         disabled = disabled_features()  # the tab lists these itself
     except Exception:  # noqa: BLE001
         disabled = {}
-    try:
-        gradio_version = version("gradio")
-    except PackageNotFoundError:
-        gradio_version = None
+    gradio_version = version_of("gradio")
     # No model yet (the WebUI loads it in the background while the UI is built): the job loads it and
     # refuses it then if it must; the tab's buttons stay on.
     can_train = problem is None

@@ -252,3 +252,40 @@ def load_mask(path: Optional[Path], size: tuple[int, int]):
 
 
 ProgressFn = Callable[[int, int], None]
+
+
+class LatentDiskCache:
+    """Latents kept in a job folder (``cache_latents_to_disk``): one safetensors file per image and bucket,
+    named by a hash of the image's path, size and modification time, the model and the seed (a changed image,
+    model or seed is encoded again). Writes are atomic; a file that cannot be read is encoded again."""
+
+    def __init__(self, folder: Path, model: str, seed: int):
+        self.folder, self.model, self.seed = Path(folder), model, seed
+
+    def _file(self, image: Path, bucket: tuple[int, int]) -> Path:
+        import hashlib
+
+        st = Path(image).stat()
+        key = f"{Path(image).resolve()}|{st.st_size}|{st.st_mtime_ns}|{bucket[0]}x{bucket[1]}|{self.model}|{self.seed}"
+        return self.folder / f"{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()}.safetensors"
+
+    def get(self, image: Path, bucket: tuple[int, int]):
+        from safetensors.torch import load_file
+
+        f = self._file(image, bucket)
+        if not f.is_file():
+            return None
+        try:
+            return load_file(str(f))["latent"]
+        except Exception:  # noqa: BLE001 - a damaged cache file only costs an encode
+            return None
+
+    def put(self, image: Path, bucket: tuple[int, int], latent) -> None:
+        from safetensors.torch import save_file
+
+        from ..workspace import atomic_path
+
+        f = self._file(image, bucket)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            save_file({"latent": latent.detach().float().cpu().contiguous()}, str(tmp))

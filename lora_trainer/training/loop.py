@@ -7,6 +7,8 @@ the NaN guard checks it; every save checks the weights again.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -115,8 +117,12 @@ class Trainer:
 
     def __init__(self, backend: ModelBackend, scan: D.DatasetScan, cfg: TrainConfig, out_dir: Path,
                  callbacks: Optional[Callbacks] = None, should_stop: Callable[[], bool] = lambda: False,
-                 job_dir: Optional[Path] = None, name: str = "lora", resume: bool = False):
+                 job_dir: Optional[Path] = None, name: str = "lora", resume: bool = False,
+                 generator=None):
+        """``generator`` (a ``generate.Generator`` on this backend) draws the samples the config asks for,
+        unless ``callbacks.on_sample`` is already set."""
         self.backend, self.scan, self.cfg = backend, scan, cfg
+        self.generator = generator
         self.resume = resume
         self.out_dir, self.job_dir = Path(out_dir), job_dir
         self.cb = callbacks or Callbacks()
@@ -167,13 +173,20 @@ class Trainer:
 
     def _encode_all(self, items, t0: float, n: int) -> None:
         cfg = self.cfg
+        disk = D.LatentDiskCache(self.job_dir / "latents", self.backend.name, cfg.seed) \
+            if cfg.cache_latents_to_disk and self.job_dir is not None else None
         for i, it in enumerate(items):
             if self.should_stop():
                 raise Cancelled()
-            img = D.resize_crop(D.load_image(it.path), self.bucket_of[i])
-            px = D.to_tensor(img)[None].to(self.device, dtype=torch.float32)
-            with torch.no_grad():
-                lat = self.backend.encode_images(px)[0].float()
+            lat = disk.get(it.path, self.bucket_of[i]) if disk is not None else None
+            if lat is None:
+                img = D.resize_crop(D.load_image(it.path), self.bucket_of[i])
+                px = D.to_tensor(img)[None].to(self.device, dtype=torch.float32)
+                with torch.no_grad():
+                    lat = self.backend.encode_images(px)[0].float()
+                if disk is not None:
+                    disk.put(it.path, self.bucket_of[i], lat)
+            lat = lat.to(self.device)
             self.latents.append(lat if cfg.cache_latents else lat.cpu())
             m = D.load_mask(it.mask, self.bucket_of[i]) if cfg.masked_loss else None
             if m is not None:
@@ -303,7 +316,19 @@ class Trainer:
         save_lora(path, tensors, md)
         self.result.saved.append(path)
         self.cb.emit("on_save", path)
+        self._prune_saves(path)
         return path
+
+    def _prune_saves(self, newest: Path) -> None:
+        """``keep_last_n_saves``: delete this run's older intermediate files (never the final one)."""
+        keep = self.cfg.keep_last_n_saves
+        final = self.out_dir / f"{self.name}.safetensors"
+        if not keep or newest == final:
+            return
+        inter = [p for p in self.result.saved if p != final and p.exists()]
+        for old in inter[:-keep]:
+            old.unlink(missing_ok=True)
+            self.result.saved.remove(old)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -315,6 +340,7 @@ class Trainer:
         self.v_pred = be.prediction_type == "v_prediction"
         mods = be.modules()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        tb = self._attach_run_hooks()
         with frozen(*mods.values()):
             self._prepare_data()
             self._prepare_network()
@@ -322,12 +348,40 @@ class Trainer:
             if cfg.gradient_checkpointing and gc_set:
                 gc_set(True)
             try:
-                with self.network.applied():
+                with self.network.applied(), self._compiled():
                     self._loop()
             finally:
                 if cfg.gradient_checkpointing and gc_set:
                     gc_set(False)
+                if tb is not None:
+                    tb.close()
         return self.result
+
+    def _attach_run_hooks(self):
+        """Samples through the front end's generator, TensorBoard events beside log.jsonl (both as the config
+        asks). Returns the TensorBoard log to close, or None."""
+        from .samples import sampler_for
+
+        cfg, cb = self.cfg, self.cb
+        if cb.on_sample is None and self.generator is not None:
+            sampler = sampler_for(cfg, self.generator, self.job_dir)
+            if sampler is not None:
+                cb = dataclasses.replace(cb, on_sample=sampler)
+        tb = None
+        if cfg.tensorboard and self.job_dir is not None:
+            from .tb import TensorBoardLog
+
+            tb = TensorBoardLog(self.job_dir)
+            if tb.enabled:
+                user_log = cb.on_log
+                cb = dataclasses.replace(cb, on_log=lambda rec: (tb(rec), user_log and user_log(rec)))
+            else:
+                self.result.warnings.append(tb.notice)
+        self.cb = cb
+        return tb
+
+    def _compiled(self):
+        return compiled_denoise(self.backend) if self.cfg.compile else contextlib.nullcontext()
 
     def _flush(self, pending: list, t_start: float, total: int) -> float:
         """The one host sync every ``sync_every`` steps: read the pending losses, check them, report them."""
@@ -417,6 +471,7 @@ class Trainer:
                         self.cb.emit("on_sample", step, epoch)
                     if step >= total:
                         break
+                start_batch = 0  # a state saved after an epoch's last batch resumes at the next epoch
                 if cfg.save_every_n_epochs and epoch % cfg.save_every_n_epochs == 0 and step < total:
                     self._save(self.out_dir / f"{self.name}-{epoch:06d}.safetensors", step, epoch)
                 if cfg.sample_every_n_epochs and epoch % cfg.sample_every_n_epochs == 0:
@@ -442,6 +497,17 @@ def _bucket_info(bucket_of, repeats) -> dict:
         counts[b] = counts.get(b, 0) + r
     return {"buckets": {str(i): {"resolution": [w, h], "count": c} for i, ((w, h), c) in
                         enumerate(sorted(counts.items()))}, "mean_img_ar_error": 0.0}
+
+
+@contextlib.contextmanager
+def compiled_denoise(backend: ModelBackend):
+    """The backend's denoise call (UNet and the LoRA forwards inside it) through ``torch.compile`` while the
+    context lasts (``compile``); afterwards the backend's own method is back."""
+    backend.denoise = torch.compile(backend.denoise)
+    try:
+        yield
+    finally:
+        del backend.denoise  # the instance attribute goes; the class's method is back
 
 
 def train(backend: ModelBackend, data_dir: str | Path, cfg: TrainConfig, out_dir: str | Path,
