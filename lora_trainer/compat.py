@@ -114,6 +114,16 @@ def gradio_major() -> int:
     return version_tuple(version_of("gradio"))[0] if version_of("gradio") else 0
 
 
+def js_kw(code: str) -> dict:
+    """A client-side hook on an event or load: ``_js=`` in gradio 3, ``js=`` in 4."""
+    return {"_js": code} if gradio_major() < 4 else {"js": code}
+
+
+def queue_kw(concurrency: int) -> dict:
+    """``Blocks.queue`` arguments: ``concurrency_count`` in gradio 3, ``default_concurrency_limit`` in 4."""
+    return {"concurrency_count": concurrency} if gradio_major() < 4 else {"default_concurrency_limit": concurrency}
+
+
 # ---- diffusers --------------------------------------------------------------------------------------
 
 def has_module(name: str) -> bool:

@@ -52,18 +52,11 @@ def host_kind() -> str:
     """``a1111``, ``forge1`` (gradio 3, ldm model: trains in place) or ``forge2`` (gradio 4, its own engine)."""
     if "modules_forge" not in sys.modules and importlib.util.find_spec("modules_forge") is None:
         return "a1111"
-    if "backend.diffusion_engine" in sys.modules or _gradio_major() >= 4:
+    from ..compat import gradio_major
+
+    if "backend.diffusion_engine" in sys.modules or gradio_major() >= 4:
         return "forge2"
     return "forge1"
-
-
-def _gradio_major() -> int:
-    try:
-        from importlib.metadata import version
-
-        return int(version("gradio").split(".")[0])
-    except Exception:  # noqa: BLE001 - no gradio, odd version string
-        return 0
 
 
 def webui_version() -> str:
