@@ -225,15 +225,17 @@ def _optional_providers() -> None:
     """Rows other steps add (preparation, optimizers, the LR sweep) when their modules exist."""
     import importlib
 
-    for mod, fn, names in (("lora_trainer.bench_prepare", "prepare_rows", ("prepare",)),
-                           ("lora_trainer.training.bench_features", "feature_rows", ("optimizers",)),
-                           ("lora_trainer.training.lr_sweep", "sweep_rows", ("lr-sweep",))):
+    # (module, function, row names, whether the function takes the parsed arguments)
+    for mod, fn, names, takes_args in (("lora_trainer.bench_prepare", "prepare_rows", ("prepare",), False),
+                                       ("lora_trainer.training.bench_features", "feature_rows", ("optimizers",), True),
+                                       ("lora_trainer.training.lr_sweep", "sweep_rows", ("lr-sweep",), True)):
         try:
             m = importlib.import_module(mod)
         except ImportError:
             continue
         for name in names:
-            ROW_PROVIDERS.setdefault(name, lambda a, m=m, fn=fn: getattr(m, fn)(a))
+            ROW_PROVIDERS.setdefault(
+                name, lambda a, m=m, fn=fn, t=takes_args: getattr(m, fn)(a) if t else getattr(m, fn)())
 
 
 def _fmt(row: dict) -> str:
@@ -253,6 +255,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer timed steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--sweep-json", metavar="FILE", help="lr-sweep: also write the sweep's full figures to FILE")
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
     if args.threads:

@@ -41,7 +41,9 @@ def display_name(name: str) -> str:
 
 
 def list_files(src: Path) -> list[Path]:
-    """Every regular file under ``src``, sorted by relative path (symlinks are not followed)."""
+    """Every regular file under ``src``, sorted by folder, then name, then extension (symlinks are not
+    followed). Sorting the name before the extension puts an original before its copies
+    (``IMG_1.jpg`` before ``IMG_1 (1).jpg``), so the copy is the one reported as the duplicate."""
     out = []
     for root, dirs, files in os.walk(src):
         dirs.sort()
@@ -49,7 +51,7 @@ def list_files(src: Path) -> list[Path]:
             p = Path(root) / f
             if p.is_file() and not p.is_symlink():
                 out.append(p)
-    return sorted(out, key=lambda p: p.relative_to(src).as_posix())
+    return sorted(out, key=lambda p: (p.parent.relative_to(src).as_posix(), p.stem, p.suffix))
 
 
 def sha256_file(path: Path) -> str:
