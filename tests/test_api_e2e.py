@@ -1,4 +1,4 @@
-"""The whole flow over real HTTP on 127.0.0.1 (uvicorn on a thread), on the tiny model:
+"""The whole flow over real HTTP on 127.0.0.1 (uvicorn on a thread), on the embedded toy model:
 create project -> upload (files and a zip) -> preprocess -> auto-tag -> edit captions -> estimate ->
 train -> generate -> download, and the downloaded LoRA loads and changes the model's output."""
 
@@ -20,17 +20,10 @@ pytestmark = [needs_diffusers, pytest.mark.timeout(900)]
 httpx = pytest.importorskip("httpx")
 
 
-class TinyModels(StandaloneModels):
-    """The standalone ModelProvider on the tiny random model built in code (fast, deterministic)."""
-
-    def backend(self):
-        if self._backend is None:
-            import torch
-
-            from lora_trainer.training.tiny import tiny_backend
-
-            self._backend = tiny_backend(device=torch.device("cpu"))
-        return self._backend
+def models():
+    """The standalone ModelProvider on the embedded default: the toy model (the tiny random model where its
+    weights are missing), on the CPU."""
+    return StandaloneModels(device="cpu")
 
 
 def _png(seed: int) -> bytes:
@@ -69,7 +62,7 @@ def api(tmp_path, monkeypatch):
     # The probe's default cap is 600 steps; where the Service cannot take the probe's settings from the
     # request, cap it here so the run fits the CI budget.
     monkeypatch.setattr(estimate_mod, "PlateauRule", functools.partial(PlateauRule, window=2, smooth=1, max_steps=3))
-    service = Service(tmp_path / "ws", TinyModels())
+    service = Service(tmp_path / "ws", models())
     server = BackgroundServer(create_app(service, token="tok-" + "x" * 16)).start()
     client = httpx.Client(base_url=server.url + PREFIX, headers={"Authorization": "Bearer tok-" + "x" * 16},
                           timeout=60)
@@ -125,7 +118,7 @@ def test_full_run_over_http(api, tmp_path):
     assert on_disk == "zkw, red, circle, api test"
     # 6. estimate (probe capped at a few steps)
     probe = {"probe_max_steps": 3, "plateau_window": 2} if "probe" in inspect.signature(service.estimate).parameters else {}
-    small = {"batch_size": 1, "resolution": 32}  # a few CPU steps at 16x16 latents: seconds, not minutes
+    small = {"batch_size": 1, "resolution": 32}  # a few CPU steps on small latents: seconds, not minutes
     r = client.post("/projects/amy/estimate", json={**small, **probe})
     assert r.status_code == 202, r.text
     st, _ = wait_job(client, r.json()["job"])
@@ -171,9 +164,9 @@ def test_full_run_over_http(api, tmp_path):
     assert pngs[0] != pngs[1]
     # 10. the downloaded file loads into the model and changes its output
     from lora_trainer.generate import DiffusersGenerator
-    from lora_trainer.training.tiny import tiny_backend
+    from lora_trainer.models import load_backend
 
-    be = tiny_backend(device=torch.device("cpu"))
+    be, _ = load_backend(None, torch.device("cpu"))   # a fresh copy of the model the service trained
     net = DiffusersGenerator(be).network_for(downloaded, 1.0)
     assert len(net.loras) == len({k.split(".", 1)[0] for k in tensors})
     g = torch.Generator().manual_seed(0)
@@ -198,7 +191,7 @@ def test_full_run_over_http(api, tmp_path):
     from lora_trainer.api.serve import BackgroundServer
     from lora_trainer.service import Service
 
-    restarted = Service(service.workspace, TinyModels())
+    restarted = Service(service.workspace, models())
     try:
         with BackgroundServer(create_app(restarted)) as srv:
             c2 = httpx.Client(base_url=srv.url + "/lora-trainer/v1", timeout=60)

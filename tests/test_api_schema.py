@@ -50,10 +50,10 @@ def live(tmp_path):
     from lora_trainer.api.serve import BackgroundServer
     from lora_trainer.service import Service
 
-    from test_api_e2e import TinyModels
+    from test_api_e2e import models
 
     hold = threading.Lock()
-    service = Service(tmp_path / "ws", TinyModels(), lock=hold)  # job-starting routes point at the tiny model
+    service = Service(tmp_path / "ws", models(), lock=hold)  # job-starting routes point at the toy model
     service.create_project("p", trigger="zkw", repeats=2)
     ds = service.dataset_dir("p")
     ds.mkdir(parents=True)

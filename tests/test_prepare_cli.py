@@ -111,7 +111,9 @@ def test_ctrl_c_exits_130_with_a_report(tmp_path):
     env = {**os.environ, "LORA_TRAINER_LOG": str(tmp_path / "log.txt")}
     p = subprocess.Popen([sys.executable, "-m", "lora_trainer", "prepare", "--input", str(src), "--output-dir",
                           str(out), "--workers", "1", "--size", "512"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env,
+                         # a suite started in the background inherits SIGINT ignored; Ctrl-C is what we test
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (out.is_dir() and any(out.glob("p*.png"))):
         time.sleep(0.05)
