@@ -10,18 +10,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["intro", "core", "prepare", "tags", "training", "tab", "webui", "api", "toy", "hosts"]
+ORDER = ["intro", "toy", "core", "prepare", "tags", "training", "webui", "api"]
 
 
 def build() -> str:
     sys.path.insert(0, str(ROOT))
     from lora_trainer.config import TrainConfig, markdown_table
 
-    parts = []
-    for name in ORDER:
-        p = ROOT / "docs" / "sections" / f"{name}.md"
-        if p.is_file():
-            parts.append(p.read_text(encoding="utf-8").strip())
+    # Sections link pictures as ../images/X (right from docs/sections/); the README sits at the top.
+    parts = [(ROOT / "docs" / "sections" / f"{name}.md").read_text(encoding="utf-8").strip()
+             .replace("](../images/", "](docs/images/") for name in ORDER]
     text = "\n\n".join(parts) + "\n"
     start = text.index("| option | default | what it does |")
     end = text.index("\n\n", start)

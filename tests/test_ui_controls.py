@@ -211,3 +211,11 @@ def test_extensions_index_entry():
 
 def test_no_localizations_folder_that_would_replace_a_users_pack():
     assert not (REPO / "localizations" / "zh_CN.json").exists()
+
+
+def test_standalone_page_names_the_model_it_really_trains_on():
+    from lora_trainer.toy import model as M
+    from lora_trainer.ui.standalone import model_label
+
+    assert model_label("models/sd15.safetensors") == "sd15.safetensors"
+    assert ("stand-in" in model_label(None)) == (not M.available())

@@ -90,13 +90,21 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", default="en", choices=("en", "zh_CN"), help="language of the tab (default: en)")
 
 
+def model_label(base_model: Optional[str]) -> str:
+    """What the page says it trains on: the user's model, the embedded toy model, or the stand-in."""
+    if base_model:
+        return Path(base_model).name
+    from ..toy import model as toy_model
+
+    return "embedded toy model" if toy_model.available() else "tiny random stand-in (toy model weights not built)"
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK:
         print(f"warning: listening on {args.host}: anyone who can reach it can read and write "
               f"{args.workspace}", file=sys.stderr)
     service = make_service(args.workspace, args.base_model, args.device)
-    host_info = {"lang": args.lang, "host": "standalone",
-                 "family": "embedded toy model" if not args.base_model else Path(args.base_model).name}
+    host_info = {"lang": args.lang, "host": "standalone", "family": model_label(args.base_model)}
     app = page(service, host_info)
     print(f"LoRA Trainer on http://{args.host}:{args.port} (workspace {Path(args.workspace).resolve()})",
           file=sys.stderr)
