@@ -99,8 +99,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .models import default_dataset, load_backend, preset_for
-    from .training.data import parse_kohya_dirname, scan_dataset
+    from .models import load_backend, preset_for
+    from .training.data import scan_dataset
     from .training.loop import forecast
 
     job_id = None
@@ -113,12 +113,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         base_model = args.base_model
         cfg = config_from_args(TrainConfig, args, preset_for(base_model))  # bad options fail before any loading
-        data = Path(args.data) if args.data else default_dataset()
-        if not cfg.name:
-            first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None) \
-                if data.is_dir() else None
-            cfg = dataclasses.replace(cfg, name=_safe_name(parse_kohya_dirname(first.name)[1] if first else data.name))
-        out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
+        data, cfg, out = data_and_output(args, cfg)
     scan = scan_dataset(data, cfg.repeats)
     backend, _ = load_backend(base_model, _device(args.device))
     fc = forecast(cfg, scan.num_samples)
@@ -139,6 +134,22 @@ def _train(args: argparse.Namespace) -> int:
                   "output_dir": str(out.resolve())}
     return run_job(out, "train", job_config,
                    lambda ctx: _train_job(ctx, backend, scan, cfg, out, resume=job_id is not None), job_id=job_id)
+
+
+def data_and_output(args: argparse.Namespace, cfg: TrainConfig) -> tuple[Path, TrainConfig, Path]:
+    """``--data`` (default: the demo set), the config named after the dataset when no ``--name`` was given
+    (the first kohya folder's name part, else the folder's name), and ``--output-dir`` (default:
+    ``./lora_trainer_output/<name>``): what ``train`` and ``estimate`` share (INTERFACES §1)."""
+    from .models import default_dataset
+    from .training.data import parse_kohya_dirname
+
+    data = Path(args.data) if args.data else default_dataset()
+    if not cfg.name:
+        first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None) \
+            if data.is_dir() else None
+        cfg = dataclasses.replace(cfg, name=_safe_name(parse_kohya_dirname(first.name)[1] if first else data.name))
+    out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
+    return data, cfg, out
 
 
 def _saved_job(job_dir: Path) -> dict:

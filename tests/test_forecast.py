@@ -10,15 +10,8 @@ from test_training import make_backend  # noqa: F401 - the fixture: diffusers AN
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is several times faster than two
-    spinning against other processes. Restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Tiny models here: one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

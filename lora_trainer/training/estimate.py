@@ -259,10 +259,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .. import cli
-    from ..config import TrainConfig, sanitize_name
+    from ..config import TrainConfig
     from ..errors import UserError
-    from ..models import default_dataset, load_backend, preset_for
-    from .data import parse_kohya_dirname, scan_dataset
+    from ..models import load_backend, preset_for
+    from .data import scan_dataset
     from .loop import Callbacks
 
     cfg = cli.config_from_args(TrainConfig, args, preset_for(args.base_model))
@@ -271,12 +271,7 @@ def _run(args: argparse.Namespace) -> int:
                            max_steps=args.probe_max_steps, smooth=min(PlateauRule.smooth, args.plateau_window))
     except ValueError as exc:
         raise UserError(f"bad plateau settings: {exc}", "see estimate --help") from None
-    data = Path(args.data) if args.data else default_dataset()
-    if not cfg.name:
-        first = next((d for d in sorted(data.iterdir()) if d.is_dir() and parse_kohya_dirname(d.name)), None) \
-            if data.is_dir() else None
-        cfg = dataclasses.replace(cfg, name=sanitize_name(parse_kohya_dirname(first.name)[1] if first else data.name))
-    out = Path(args.output_dir) if args.output_dir else Path("lora_trainer_output") / cfg.name
+    data, cfg, out = cli.data_and_output(args, cfg)
     scan = scan_dataset(data, cfg.repeats)
     backend, _ = load_backend(args.base_model, cli._device(args.device))
     print(f"estimating the lr with {args.probe_optimizer} at lr 1.0 on {scan.num_images} images "
