@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import model as M
-from .world import BASE_SHAPES, COLOURS, NEUTRAL_BACKGROUNDS, NEW_SHAPE, caption, render, sample_scene
+from .world import BASE_SHAPES, NEUTRAL_BACKGROUNDS, NEW_SHAPE, caption, render, sample_scene
 
 
 @dataclass
@@ -246,6 +246,16 @@ def train_diffusion(parts: dict, mean: torch.Tensor, std: torch.Tensor, ids: tor
 
 # --------------------------------------------------------------------------------------------- the build
 
+def tokenize_captions(tok, captions: list) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(token ids per caption, the empty caption's ids, every token id used: the rows the file stores)."""
+    unique = sorted(set(captions))
+    enc = tok(unique, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    row = {c: i for i, c in enumerate(unique)}
+    ids = enc[[row[c] for c in captions]]
+    empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    return ids, empty_ids, sorted(set(ids.flatten().tolist()) | set(empty_ids.tolist()))
+
+
 def build(out: Path, cfg: BuildConfig) -> dict:
     started = time.time()
     torch.set_num_threads(cfg.threads)
@@ -271,12 +281,7 @@ def build(out: Path, cfg: BuildConfig) -> dict:
     parts["vae"].register_to_config(scaling_factor=scale)
     say(f"latents {tuple(mean.shape[1:])}, scaling factor {scale:.4f}")
 
-    unique = sorted(set(captions))
-    enc = tok(unique, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    row = {c: i for i, c in enumerate(unique)}
-    ids = enc[[row[c] for c in captions]]
-    empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    token_ids = sorted(set(ids.flatten().tolist()) | set(empty_ids.tolist()))
+    ids, empty_ids, token_ids = tokenize_captions(tok, captions)
 
     left = cfg.minutes * 60 - (time.time() - started) - 100
     say(f"UNet + text encoder: up to {cfg.unet_steps} steps in {left / 60:.1f} min")
@@ -312,12 +317,7 @@ def continue_build(path: Path, out: Path, cfg: BuildConfig) -> dict:
     md, tok = parts.pop("metadata"), parts.pop("tokenizer")
     images, captions = make_images(cfg, rng)
     mean, std = encode_all(parts["vae"], images)
-    unique = sorted(set(captions))
-    enc = tok(unique, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    row = {c: i for i, c in enumerate(unique)}
-    ids = enc[[row[c] for c in captions]]
-    empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    token_ids = sorted(set(ids.flatten().tolist()) | set(empty_ids.tolist()))
+    ids, empty_ids, token_ids = tokenize_captions(tok, captions)
     for m in (parts["unet"], parts["text_encoder"]):
         m.requires_grad_(True)
     left = cfg.minutes * 60 - (time.time() - started) - 100

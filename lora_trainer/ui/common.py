@@ -207,6 +207,13 @@ def stop_sequence(ctx: "Ctx", project: Optional[str], sequence: str, kinds) -> s
     return ctx.t("Cancelling…") if n else ctx.t("Stopping after the current job…")
 
 
+def wire_cancel(ctx: "Ctx", button, msg, kinds) -> None:
+    """A step's Cancel button: cancel the open project's queued or running jobs of ``kinds``."""
+    t = ctx.t
+    button.click(guard(1, t)(lambda p: t("Cancelling…") if cancel_jobs(ctx.service, p, kinds)
+                             else t("Nothing to cancel.")), [ctx.project], [msg], queue=False)
+
+
 def cancel_jobs(service, project: Optional[str], kinds) -> int:
     """Cancel this project's queued or running jobs of ``kinds``; how many were told."""
     if not project:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .common import Ctx, cancel_jobs, done_text, guard, guard_gen, need_project, progress_html, project_jobs, watch
+from .common import Ctx, done_text, guard, guard_gen, need_project, progress_html, project_jobs, watch, \
+    wire_cancel
 
 KINDS = ("estimate",)
 
@@ -116,8 +117,7 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     outs = [parts["progress"], parts["plot"], parts["summary"], parts["use"], parts["state"], parts["msg"]]
     parts["run_event"] = parts["run"].click(guard_gen(6, t)(lambda p, *v: run(ctx, p, *v)),
                                             [ctx.project] + control_list(train), outs)
-    parts["cancel"].click(guard(1, t)(lambda p: t("Cancelling…") if cancel_jobs(ctx.service, p, KINDS)
-                                      else t("Nothing to cancel.")), [ctx.project], [parts["msg"]], queue=False)
+    wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
     parts["use"].click(guard(3, t)(lambda r: use(t, r)), [parts["state"]],
                        [train["controls"]["unet_lr"], train["controls"]["text_encoder_lr"], parts["msg"]])
 

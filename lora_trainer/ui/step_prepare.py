@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..prepare.config import PrepareConfig
 from . import controls as C
-from .common import Ctx, done_text, guard, guard_gen, need_project, progress_html, watch
+from .common import Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
 
 SKIP = ("tagger", "trigger")
 PROPOSED_BACKGROUNDS = ("u2net", "isnet-general-use", "u2netp", "u2net_human_seg", "silueta")
@@ -110,14 +110,10 @@ def build(ctx: Ctx) -> dict:
 
 
 def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
-    from .common import cancel_jobs
-
     outs = [parts["progress"], parts["gallery"], parts["report"], parts["msg"]]
     inputs = [ctx.project] + [parts["controls"][n] for n in names()]
     parts["run_event"] = parts["run"].click(guard_gen(4, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
-    parts["cancel"].click(guard(1, ctx.t)(lambda p: ctx.t("Cancelling…") if cancel_jobs(ctx.service, p, KINDS)
-                                          else ctx.t("Nothing to cancel.")),
-                          [ctx.project], [parts["msg"]], queue=False)
+    wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
 
 
 def on_project(ctx: Ctx, parts: dict):

@@ -11,7 +11,7 @@ from typing import Optional
 
 from ..prepare.config import TagConfig
 from . import controls as C
-from .common import EN, Ctx, cancel_jobs, done_text, guard, guard_gen, need_project, progress_html, watch
+from .common import EN, Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
 
 KINDS = ("tag",)
 OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
@@ -103,9 +103,7 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     outs = [parts["progress"], parts["gallery"], parts["msg"]]
     inputs = [ctx.project, parts["tagger"], parts["trigger"]] + [parts["controls"][n] for n in OPTION_NAMES]
     parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
-    parts["cancel"].click(guard(1, ctx.t)(lambda p: ctx.t("Cancelling…") if cancel_jobs(ctx.service, p, KINDS)
-                                          else ctx.t("Nothing to cancel.")),
-                          [ctx.project], [parts["msg"]], queue=False)
+    wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
 
 
 def on_project(ctx: Ctx, parts: dict):

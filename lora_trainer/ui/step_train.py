@@ -16,8 +16,8 @@ from typing import Optional
 from ..config import TrainConfig
 from . import controls as C
 from . import plots
-from .common import Ctx, cancel_jobs, done_text, fmt_seconds, guard, guard_gen, need_project, progress_html, \
-    project_jobs, watch
+from .common import Ctx, done_text, fmt_seconds, guard, guard_gen, need_project, progress_html, \
+    project_jobs, watch, wire_cancel
 
 NAMES = [f.name for f in dataclasses.fields(TrainConfig)]
 KINDS = ("train",)
@@ -242,8 +242,7 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     outs = [parts["progress"], parts["loss"], parts["samples"], parts["outputs"], parts["resume_job"], parts["msg"]]
     parts["run_event"] = parts["run"].click(guard_gen(6, t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
     parts["resume"].click(guard_gen(6, t)(lambda p, j: resume(ctx, p, j)), [ctx.project, parts["resume_job"]], outs)
-    parts["cancel"].click(guard(1, t)(lambda p: t("Cancelling…") if cancel_jobs(ctx.service, p, KINDS + ("forecast",))
-                                      else t("Nothing to cancel.")), [ctx.project], [parts["msg"]], queue=False)
+    wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS + ("forecast",))
     fc = guard(2, t)(lambda p, *v: [forecast_text(ctx, p, *v), ""])
     for n in STEP_INPUTS:
         parts["controls"][n].change(fc, inputs, [parts["forecast"], parts["msg"]])
