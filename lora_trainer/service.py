@@ -44,8 +44,9 @@ class ModelProvider(Protocol):
         """A ``generate.Generator`` for samples during training: it draws with the training LoRA attached."""
         ...
 
-    def publish(self, lora_file: Path, name: str) -> Optional[Path]:
-        """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone."""
+    def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
+        """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone.
+        After training it follows the user's setting; ``always`` when the user picked a file to publish."""
         ...
 
 
@@ -80,7 +81,7 @@ class StandaloneModels:
     def sample_generator(self, backend):
         return self.generator(backend)  # the diffusers pipeline runs over the backend's modules, LoRA attached
 
-    def publish(self, lora_file: Path, name: str) -> Optional[Path]:
+    def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return None
 
 
@@ -354,6 +355,16 @@ class Service:
         target = (p.output / file).resolve()
         if target.parent != p.output.resolve() or not target.is_file():
             raise UserError(f"no output file {file!r}", "list the outputs first")
+        return target
+
+    def publish_output(self, name: str, file: str) -> Path:
+        """Copy one of the project's LoRA files (the save picked in the Test step's grid) to where the user
+        generates: the WebUI's Lora folder, under a name no other weights use (``<lora:NAME:1>``)."""
+        path = self.output_path(name, file)
+        target = self.models.publish(path, path.stem, always=True)
+        if target is None:
+            raise UserError("there is no WebUI Lora folder here (standalone)",
+                            f"the file is {path}: copy it into your WebUI's models/Lora folder")
         return target
 
 

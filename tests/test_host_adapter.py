@@ -151,6 +151,17 @@ def test_train_through_service_in_place_with_progress_lock_and_hooks(webui_doubl
     assert (d.lora_dir / "tok.json").is_file() and "tok" in d.networks.available_networks
     assert d.networks.available_networks["tok"].alias == "tok"
 
+    # the Test step's "Use in the WebUI": a chosen intermediate save, even with auto-publish off; the final
+    # file again is the same weights, so the copy already there is reused
+    d.shared.opts.data["lora_trainer_publish"] = False
+    try:
+        picked = service.publish_output(name, "tok-step000002.safetensors")
+        again = service.publish_output(name, "tok.safetensors")
+    finally:
+        d.shared.opts.data.pop("lora_trainer_publish", None)
+    assert picked == d.lora_dir / "tok-step000002.safetensors" and picked.is_file()
+    assert "tok-step000002" in d.networks.available_networks and again == published
+
     # a test image through the host's txt2img, with and without the LoRA (same seed)
     calls = d.m("processing").calls
     gen = service.generate(name, ["tok, red square"], lora="tok.safetensors", seeds=(3,), steps=3, size=64)

@@ -17,7 +17,7 @@ gr = pytest.importorskip("gradio")
 
 from lora_trainer.service import Service, StandaloneModels  # noqa: E402
 from lora_trainer.ui import controls as C  # noqa: E402
-from lora_trainer.ui import step_prepare, step_tag, step_train  # noqa: E402
+from lora_trainer.ui import step_prepare, step_tag, step_test, step_train  # noqa: E402
 from lora_trainer.ui.tab import build_tab, parts_of  # noqa: E402
 
 NAMES = step_train.NAMES
@@ -253,6 +253,10 @@ def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
     assert grid.size[1] == 22 + 2 * 160 and "4 images" in msg
     bad = last(handler(tab, t["run"])("bo", "x", "", "one, two", 1.0, 2, 7.0, 0, "zkw.safetensors"))
     assert bad[-1].startswith("⚠ **seeds")
+    # "Use in the WebUI": standalone there is no Lora folder, and the message says where the file is
+    msg = handler(tab, t["publish"])("bo", "zkw.safetensors")
+    assert msg.startswith("⚠") and "no WebUI Lora folder" in msg and "zkw.safetensors" in msg
+    assert "choose a LoRA file first" in handler(tab, t["publish"])("bo", step_test.NO_LORA)
 
 
 @needs_diffusers

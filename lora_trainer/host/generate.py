@@ -94,14 +94,14 @@ def stage_for_test(lora_file: Path) -> str:
     return name
 
 
-def publish(lora_file: Path, name: str) -> Optional[Path]:
+def publish(lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
     """Copy a finished LoRA into the Lora folder under a unique name (with its sidecar), refresh the list.
 
     A file with identical weights already there is reused; a name in use for other weights gets ``-2``,
     ``-3``, … (a re-written file would keep its old weights merged in the WebUI). None when the setting
-    ``lora_trainer_publish`` is off.
+    ``lora_trainer_publish`` is off, unless ``always`` (the user asked for this file).
     """
-    if not setting("lora_trainer_publish"):
+    if not always and not setting("lora_trainer_publish"):
         return None
     lora_file = Path(lora_file)
     digest = file_addnet_hash(lora_file)

@@ -56,8 +56,8 @@ class HostModels:
     def sample_generator(self, backend: Any) -> HostGenerator:
         return HostGenerator(keep_training_adapters=True)
 
-    def publish(self, lora_file: Path, name: str) -> Optional[Path]:
-        return publish(lora_file, name)
+    def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
+        return publish(lora_file, name, always)
 
 
 def get_service():

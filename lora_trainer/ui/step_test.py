@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..errors import UserError
 from . import plots
-from .common import Ctx, done_text, guard, guard_gen, need_project, progress_html, stop_sequence, watch
+from .common import EN, Ctx, done_text, guard, guard_gen, need_project, progress_html, stop_sequence, watch
 
 KINDS = ("generate",)
 NO_LORA = "(none: the base model)"
@@ -67,6 +67,27 @@ def _images(service, job: str, st: dict) -> list[str]:
     return [str(folder / f) for f in (st.get("result") or {}).get("images", [])]
 
 
+def infotext_block(images: list[str], t=EN) -> str:
+    """The first image's infotext (the WebUI writes it: prompt, seed, sampler, ``Lora hashes``), as a
+    Markdown block under the message; empty standalone, where images carry none."""
+    from PIL import Image
+
+    if not images:
+        return ""
+    with Image.open(images[0]) as im:
+        text = im.info.get("parameters") or ""
+    return f"\n\n{t('Infotext of the first image:')}\n```\n{text}\n```" if text else ""
+
+
+def publish(ctx: Ctx, project, lora) -> str:
+    """The chosen file into the WebUI's Lora folder under a unique name; what to type in txt2img."""
+    name = need_project(project)
+    if not lora or lora == NO_LORA:
+        raise UserError("choose a LoRA file first", "pick the final file or an intermediate save above")
+    target = ctx.service.publish_output(name, lora)
+    return ctx.t("Copied to {path}: use it in txt2img as `<lora:{name}:1>`.", path=str(target), name=target.stem)
+
+
 def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scale, size, lora):
     """Generator: [progress, gallery, message]."""
     import gradio as gr
@@ -80,9 +101,9 @@ def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scal
     for st in watch(ctx.service, job, ctx.poll):
         if st["status"] == "finished":
             label = f"{lora or NO_LORA} @ {weight}"
-            yield [progress_html(st, ctx.t), [(p, f"{label} · seed {s}") for p, s in zip(_images(ctx.service, job, st),
-                                                                                       seed_list)],
-                   done_text(st, ctx.t)]
+            images = _images(ctx.service, job, st)
+            yield [progress_html(st, ctx.t), [(p, f"{label} · seed {s}") for p, s in zip(images, seed_list)],
+                   done_text(st, ctx.t) + infotext_block(images, ctx.t)]
         elif st["status"] in ("queued", "running"):
             yield [progress_html(st, ctx.t), gr.update(), ""]
         else:
@@ -156,6 +177,8 @@ def build(ctx: Ctx) -> dict:
                                 elem_id=tip("lt-test-run", "Draw one image per seed with the chosen file"))
             cancel_btn = gr.Button(t("Cancel"), elem_id=tip("lt-test-cancel", "Stop generating"))
             refresh_btn = gr.Button(t("Refresh files"), elem_id=tip("lt-test-refresh", "Reload the list of LoRA files"))
+            publish_btn = gr.Button(t("Use in the WebUI"), elem_id=tip(
+                "lt-test-publish", "Copy the chosen file into the WebUI's Lora folder under a unique name"))
         progress = gr.HTML(progress_html(None), elem_id="lt-test-progress")
         msg = gr.Markdown("", elem_id="lt-test-msg", elem_classes=["lt-msg"])
         pics = gr.Gallery(label=t("Images"), columns=4, height="auto", elem_id="lt-test-gallery")
@@ -170,6 +193,7 @@ def build(ctx: Ctx) -> dict:
             grid_img = gr.Image(label=t("Grid"), type="pil", interactive=False, height=420, elem_id="lt-test-grid")
     return {"prompt": prompt, "negative": negative, "lora": lora, "weight": weight, "seeds": seeds, "steps": steps,
             "cfg": cfg, "size": size, "run": gen_btn, "cancel": cancel_btn, "refresh": refresh_btn,
+            "publish": publish_btn,
             "progress": progress, "msg": msg, "gallery": pics, "grid_files": grid_files,
             "grid_weights": grid_weights, "grid_run": grid_btn, "grid": grid_img}
 
@@ -193,6 +217,7 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
                                     parts["grid_weights"]], [parts["progress"], parts["grid"], parts["msg"]])
     parts["cancel"].click(guard(1, t)(lambda p: stop_sequence(ctx, p, "grid", KINDS)), [ctx.project], [parts["msg"]],
                           queue=False)
+    parts["publish"].click(guard(1, t)(lambda p, f: publish(ctx, p, f)), [ctx.project, parts["lora"]], [parts["msg"]])
     parts["refresh"].click(guard(3, t)(lambda p: file_updates(ctx.service, p) + [""]), [ctx.project],
                            [parts["lora"], parts["grid_files"], parts["msg"]])
     train = steps.get("train") or {}
