@@ -11,7 +11,7 @@ user's seven steps on the toy world, through the same core functions the tab use
 3. ``auto-tag`` — the toy tagger writes each caption, the trigger word ``zkw`` standing for the shape;
 4. ``cleanup``  — the tag editor's cleanup suggestions, applied and listed (``DIR/cleanup.json``);
 5. ``estimate`` — the LR probe (D-Adaptation until d·lr flattens): value, plot and how it compares with
-   the toy preset's lr, which came from the toy LR sweep (``DIR/lr-estimate/``);
+   the toy preset's lr (``DIR/lr-estimate/``), which the toy LR sweep is to set (provisional until then);
 6. ``train``    — the toy preset through the training core, as a job under ``DIR/jobs``, writing
    ``DIR/zkw.safetensors`` (+ intermediate saves);
 7. ``test``     — the same prompts and seeds with and without the LoRA, judged by the concept detector;
@@ -153,7 +153,7 @@ def step_cleanup(run: DemoRun) -> None:
 
 
 def step_estimate(run: DemoRun) -> None:
-    """The LR probe on the demo's dataset and network; reported beside the preset's (swept) lr."""
+    """The LR probe on the demo's dataset and network; reported beside the toy preset's lr."""
     from ..config import TOY_PRESET, toy_config
     from ..training.estimate import estimate_lr
     from ..training.plateau import PlateauRule
@@ -166,7 +166,8 @@ def step_estimate(run: DemoRun) -> None:
                                "reason": est.reason, "plot": str(est.plot), "preset_unet_lr": preset,
                                "ratio_to_preset": round(est.unet_lr / preset, 3)}
     run.say(f"  d·lr settled at {est.unet_lr:.3g} after {est.steps} steps ({est.reason}); plot {est.plot}")
-    run.say(f"  the toy preset trains at {preset:.3g} (the toy LR sweep's best): ×{est.unet_lr / preset:.2f}")
+    run.say(f"  the toy preset trains at {preset:.3g} (provisional until the toy LR sweep sets it); the estimate is "
+            f"×{est.unet_lr / preset:.2f} of it")
 
 
 def step_train(run: DemoRun) -> None:
@@ -361,8 +362,10 @@ def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, qual
         from ..training.tiny import tiny_backend
 
         say(f"the toy model's weights are not built ({weights or M.WEIGHTS}; python -m lora_trainer.toy.build): "
-            "running the seven steps on the tiny random stand-in, whose figures show the plumbing, not learning")
+            "running the seven steps on the tiny random stand-in, whose figures show the plumbing, not learning "
+            "(so its test step draws the --quick set: 8 seeds, 2 per base prompt)")
         backend = tiny_backend(device=device)
+        seeds, quality_seeds = tuple(seeds)[:8], min(quality_seeds, 2)
     run = DemoRun(out, backend, max_steps=max_steps, seeds=tuple(seeds), quality_seeds=quality_seeds,
                   detector_images=detector_images, say=say, probe_steps=probe_steps)
     for i, (name, fn) in enumerate(steps or STEPS, 1):
