@@ -169,13 +169,14 @@ def _safe_name(name: str) -> str:
 
 
 def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict:
+    from .generate import DiffusersGenerator
     from .training.loop import Callbacks, Trainer
 
     bar = _Bar()
     cb = Callbacks(on_progress=lambda p: (ctx.progress(p), bar.update(p)), on_log=ctx.log)
     try:
         res = Trainer(backend, scan, cfg, out, cb, ctx.should_stop, ctx.job_dir, cfg.name, resume=resume,
-                      generator=_sample_generator(backend, cfg)).run()
+                      generator=DiffusersGenerator(backend)).run()  # used only if the config asks for samples
     finally:
         bar.close()
     for w in res.warnings:
@@ -183,15 +184,6 @@ def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict
     return {"output": str(res.output) if res.output else None, "saved": [str(s) for s in res.saved],
             "steps": res.steps, "total_steps": res.total_steps, "loss": res.final_loss, "cancelled": res.cancelled,
             "seconds": res.seconds, "optimizer": res.optimizer}
-
-
-def _sample_generator(backend, cfg):
-    """The diffusers generator for the samples the config asks for (None when it asks for none)."""
-    if not cfg.sample_prompts or not (cfg.sample_every_n_steps or cfg.sample_every_n_epochs):
-        return None
-    from .generate import DiffusersGenerator
-
-    return DiffusersGenerator(backend)
 
 
 class _Bar:

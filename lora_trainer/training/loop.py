@@ -341,20 +341,22 @@ class Trainer:
         mods = be.modules()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tb = self._attach_run_hooks()
-        with frozen(*mods.values()):
-            self._prepare_data()
-            self._prepare_network()
-            gc_set = getattr(be, "set_gradient_checkpointing", None)
-            if cfg.gradient_checkpointing and gc_set:
-                gc_set(True)
-            try:
-                with self.network.applied(), self._compiled():
-                    self._loop()
-            finally:
+        try:
+            with frozen(*mods.values()):
+                self._prepare_data()
+                self._prepare_network()
+                gc_set = getattr(be, "set_gradient_checkpointing", None)
                 if cfg.gradient_checkpointing and gc_set:
-                    gc_set(False)
-                if tb is not None:
-                    tb.close()
+                    gc_set(True)
+                try:
+                    with self.network.applied(), self._compiled():
+                        self._loop()
+                finally:
+                    if cfg.gradient_checkpointing and gc_set:
+                        gc_set(False)
+        finally:  # also when caching or building the network fails or is cancelled
+            if tb is not None:
+                tb.close()
         return self.result
 
     def _attach_run_hooks(self):
