@@ -13,12 +13,40 @@ import torch
 
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([0-9.+-]+))?[^>]*>")
 
+# Standalone samplers, named as the WebUI names them (the Test step offers the same names in both), each
+# a diffusers scheduler with SD's training schedule. The first is the default: the one the toy model's
+# figures were measured with.
+SAMPLERS = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                        "use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+}
+DEFAULT_SAMPLER = next(iter(SAMPLERS))
+
+
+def diffusers_scheduler(name: str, prediction_type: str = "epsilon"):
+    """The diffusers scheduler for a sampler name of :data:`SAMPLERS`; a UserError names the choices."""
+    import diffusers
+
+    if name not in SAMPLERS:
+        from .errors import UserError
+
+        raise UserError(f"unknown sampler {name!r}", "choose one of: " + ", ".join(SAMPLERS))
+    cls, extra = SAMPLERS[name]
+    return getattr(diffusers, cls)(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                   beta_schedule="scaled_linear", prediction_type=prediction_type,
+                                   timestep_spacing="leading", steps_offset=1, **extra)
+
 
 class Generator(Protocol):
     def generate(self, prompts: Sequence[str], *, negative: str = "", seeds: Sequence[int] = (0,),
                  steps: int = 20, cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None,
-                 weight: float = 1.0) -> list:
-        """One PIL image per (prompt, seed) pair."""
+                 weight: float = 1.0, sampler: Optional[str] = None) -> list:
+        """One PIL image per (prompt, seed) pair; ``sampler`` by name (None: the generator's default)."""
         ...
 
 
@@ -32,23 +60,24 @@ class DiffusersGenerator:
     """txt2img on a DiffusersBackend's parts; a LoRA file is attached through our own network code, with
     the same kohya names the trainer writes, and detached afterwards."""
 
-    def __init__(self, backend, scheduler: str = "euler"):
+    def __init__(self, backend, sampler: str = DEFAULT_SAMPLER):
         self.backend = backend
-        self.scheduler_name = scheduler
+        self.sampler_name = sampler
         self._pipe = None
 
-    def pipeline(self):
+    def pipeline(self, sampler: Optional[str] = None):
+        """The pipeline over the backend's modules, with ``sampler``'s scheduler (None: the default)."""
+        sched = diffusers_scheduler(sampler or self.sampler_name, self.backend.prediction_type)
         if self._pipe is None:
-            from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+            from diffusers import StableDiffusionPipeline
 
             be = self.backend
-            sched = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                           beta_schedule="scaled_linear", prediction_type=be.prediction_type,
-                                           timestep_spacing="leading", steps_offset=1)
             self._pipe = StableDiffusionPipeline(vae=be.vae, text_encoder=be.text_encoder, tokenizer=be.tokenizer,
                                                  unet=be.unet, scheduler=sched, safety_checker=None,
                                                  feature_extractor=None, requires_safety_checker=False)
             self._pipe.set_progress_bar_config(disable=True)
+        else:
+            self._pipe.scheduler = sched
         return self._pipe
 
     def network_for(self, lora_path: str | Path, weight: float):
@@ -80,8 +109,9 @@ class DiffusersGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], *, negative: str = "", seeds: Sequence[int] = (0,), steps: int = 20,
-                 cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None, weight: float = 1.0) -> list:
-        pipe = self.pipeline()
+                 cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None, weight: float = 1.0,
+                 sampler: Optional[str] = None) -> list:
+        pipe = self.pipeline(sampler)
         net = self.network_for(lora, weight) if lora else None
         images = []
         try:

@@ -44,6 +44,10 @@ class ModelProvider(Protocol):
         """A ``generate.Generator`` for samples during training: it draws with the training LoRA attached."""
         ...
 
+    def samplers(self) -> list[str]:
+        """The sampler names the test generator takes; the first is its default."""
+        ...
+
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone.
         After training it follows the user's setting; ``always`` when the user picked a file to publish."""
@@ -80,6 +84,11 @@ class StandaloneModels:
 
     def sample_generator(self, backend):
         return self.generator(backend)  # the diffusers pipeline runs over the backend's modules, LoRA attached
+
+    def samplers(self) -> list[str]:
+        from .generate import SAMPLERS
+
+        return list(SAMPLERS)
 
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return None
@@ -311,9 +320,12 @@ class Service:
 
     def generate(self, name: str, prompts: list[str], *, lora: Optional[str] = None, weight: float = 1.0,
                  negative: str = "", seeds: tuple = (0,), steps: int = 20, cfg_scale: float = 7.0,
-                 size: int = 0) -> str:
-        """Test images with ``lora`` (a file name in the project's output/) into the job folder."""
+                 size: int = 0, sampler: Optional[str] = None) -> str:
+        """Test images with ``lora`` (a file name in the project's output/) into the job folder; ``sampler``
+        one of ``samplers()`` (None: the generator's default)."""
         p = self.project(name)
+        if sampler and sampler not in self.samplers():
+            raise UserError(f"unknown sampler {sampler!r}", "choose one of: " + ", ".join(self.samplers()))
         lora_path = None
         if lora:
             lora_path = (p.output / lora).resolve()
@@ -327,7 +339,7 @@ class Service:
 
             be = self.models.backend()
             images = self.models.generator(be).generate(prompts, negative=negative, seeds=list(seeds), steps=steps,
-                                                        cfg_scale=cfg_scale, size=size,
+                                                        cfg_scale=cfg_scale, size=size, sampler=sampler,
                                                         lora=str(lora_path) if lora_path else None, weight=weight)
             from PIL.PngImagePlugin import PngInfo
 
@@ -343,7 +355,18 @@ class Service:
             return {"images": files}
 
         return self._submit(name, "generate", {"prompts": prompts, "lora": lora, "weight": weight,
-                                               "seeds": list(seeds), "steps": steps, "size": size}, job)
+                                               "seeds": list(seeds), "steps": steps, "size": size,
+                                               "sampler": sampler or self.samplers()[0]}, job)
+
+    def samplers(self) -> list[str]:
+        """The Test step's sampler names (the WebUI's in the WebUI, diffusers schedulers standalone); the
+        first is the default. A provider that names none gets the standalone list."""
+        names = getattr(self.models, "samplers", None)
+        if names is None:
+            from .generate import SAMPLERS
+
+            return list(SAMPLERS)
+        return list(names())
 
     def outputs(self, name: str) -> list[dict]:
         p = self.project(name)

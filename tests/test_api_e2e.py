@@ -151,9 +151,15 @@ def test_full_run_over_http(api, tmp_path):
                                                     "steps": 2, "size": 32})
     with_lora, _ = wait_job(client, r.json()["job"])
     assert with_lora["status"] == "finished" and with_lora["config"]["lora"] == "zkw.safetensors", with_lora
+    samplers = client.get("/samplers").json()
+    assert samplers[0] == "Euler" and "Euler a" in samplers
     r = client.post("/projects/amy/generate", json={"prompts": ["zkw, red circle"], "seeds": [5], "steps": 2,
-                                                    "size": 32})
+                                                    "size": 32, "sampler": "Euler a"})
+    assert r.status_code == 202, r.text
+    bad = client.post("/projects/amy/generate", json={"prompts": ["x"], "sampler": "k_lms"})
+    assert bad.status_code == 400 and "unknown sampler" in bad.json()["error"] and "Euler a" in bad.json()["hint"]
     without, _ = wait_job(client, r.json()["job"])
+    assert without["config"]["sampler"] == "Euler a"
     pngs = []
     for st in (with_lora, without):
         files = client.get(f"/jobs/{st['id']}/files").json()["files"]

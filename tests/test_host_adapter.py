@@ -317,6 +317,30 @@ def test_host_txt2img_detaches_our_adapters_and_unloads_after(webui_double, tmp_
     assert read_lora(staged)[1]["ss_output_name"] == staged.stem  # alias == name: no alias collisions
 
 
+def test_host_samplers_are_the_webuis_visible_ones(webui_double):
+    from lora_trainer.errors import UserError
+    from lora_trainer.host import webui
+
+    d = webui_double
+    sd_samplers = d.m("sd_samplers")
+    models = webui.HostModels()
+    assert models.samplers()[0] == "Euler a"  # the setting's default first
+    assert sorted(models.samplers()) == sorted(s.name for s in sd_samplers.all_samplers)
+    d.shared.opts.data["lora_trainer_test_sampler"] = "DDIM"
+    sd_samplers.samplers_hidden.add("UniPC")
+    try:
+        assert models.samplers()[0] == "DDIM" and "UniPC" not in models.samplers()
+        webui.HostGenerator().generate(["a"], seeds=[1], steps=2, size=32, sampler="DPM++ 2M")
+        assert d.m("processing").calls[-1]["sampler_name"] == "DPM++ 2M"
+        webui.HostGenerator().generate(["a"], seeds=[1], steps=2, size=32)
+        assert d.m("processing").calls[-1]["sampler_name"] == "DDIM"  # none given: the setting
+        with pytest.raises(UserError, match="no sampler 'UniPC'"):  # hidden in the WebUI's settings
+            webui.HostGenerator().generate(["a"], seeds=[1], steps=2, size=32, sampler="UniPC")
+    finally:
+        sd_samplers.samplers_hidden.discard("UniPC")
+        d.shared.opts.data.pop("lora_trainer_test_sampler", None)
+
+
 def test_state_fields_survive_a_host_generation(webui_double, tmp_path):
     from lora_trainer.host import webui
 

@@ -226,3 +226,28 @@ def test_compile_wraps_denoise_for_the_run_only():
         assert "denoise" in be.__dict__ and be.denoise is not None
     assert "denoise" not in be.__dict__ and be.denoise.__func__ is Backend.denoise
     assert torch.equal(be.denoise(torch.ones(1), 0, None), torch.ones(1))
+
+
+@needs_diffusers
+def test_test_images_take_a_sampler_by_the_webui_name():
+    """Each standalone sampler is a real diffusers scheduler: deterministic per seed, and a different sampler
+    draws a different image from the same seed; an unknown name is refused with the choices."""
+    from tiny_sd import tiny_backend
+
+    from lora_trainer.errors import UserError
+    from lora_trainer.generate import DEFAULT_SAMPLER, SAMPLERS, DiffusersGenerator
+
+    be = tiny_backend()
+    gen = DiffusersGenerator(be)
+    draw = {name: np.asarray(gen.generate(["tok, red square"], seeds=[5], steps=3, size=32, sampler=name)[0],
+                             dtype=np.int16) for name in ("Euler", "Euler a", "DPM++ 2M", "DDIM")}
+    again = np.asarray(gen.generate(["tok, red square"], seeds=[5], steps=3, size=32)[0], dtype=np.int16)
+    assert DEFAULT_SAMPLER == "Euler" and np.array_equal(again, draw["Euler"])  # None: the default
+    assert type(gen.pipeline("Euler a").scheduler).__name__ == SAMPLERS["Euler a"][0]
+    names = list(draw)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(draw[a] - draw[b]).max() > 0, (a, b)
+    with pytest.raises(UserError, match="unknown sampler 'k_lms'") as e:
+        gen.generate(["x"], seeds=[1], steps=2, size=32, sampler="k_lms")
+    assert "Euler a" in e.value.hint

@@ -246,13 +246,18 @@ def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
     t = steps["test"]
     files = handler(tab, t["refresh"])("bo")[1]["choices"]
     assert sorted(files) == ["zkw-step000001.safetensors", "zkw.safetensors"]
-    progress, pics, msg = last(handler(tab, t["run"])("bo", "zkw, red", "", "1, 2", 1.0, 2, 7.0, 0,
+    assert t["sampler"].choices[0] in ("Euler", ("Euler", "Euler")) and len(t["sampler"].choices) >= 4
+    progress, pics, msg = last(handler(tab, t["run"])("bo", "zkw, red", "", "1, 2", 1.0, 2, 7.0, 0, "Euler a",
                                                      "zkw.safetensors"))
     assert 'data-status="finished"' in progress and len(pics) == 2 and pics[1][1].endswith("seed 2")
-    progress, grid, msg = last(handler(tab, t["grid_run"])("bo", "zkw", "", "3", 2, 7.0, 0, files, "0.5, 1"))
+    assert svc.runner.list()[-1]["config"]["sampler"] == "Euler a"
+    progress, grid, msg = last(handler(tab, t["grid_run"])("bo", "zkw", "", "3", 2, 7.0, 0, "DDIM", files, "0.5, 1"))
     assert grid.size[1] == 22 + 2 * 160 and "4 images" in msg
-    bad = last(handler(tab, t["run"])("bo", "x", "", "one, two", 1.0, 2, 7.0, 0, "zkw.safetensors"))
+    assert svc.runner.list()[-1]["config"]["sampler"] == "DDIM"
+    bad = last(handler(tab, t["run"])("bo", "x", "", "one, two", 1.0, 2, 7.0, 0, "Euler", "zkw.safetensors"))
     assert bad[-1].startswith("⚠ **seeds")
+    bad = last(handler(tab, t["run"])("bo", "x", "", "1", 1.0, 2, 7.0, 0, "Nope", "zkw.safetensors"))
+    assert bad[-1].startswith("⚠ **unknown sampler") and "Euler a" in bad[-1]
     # "Use in the WebUI": standalone there is no Lora folder, and the message says where the file is
     msg = handler(tab, t["publish"])("bo", "zkw.safetensors")
     assert msg.startswith("⚠") and "no WebUI Lora folder" in msg and "zkw.safetensors" in msg

@@ -186,6 +186,8 @@ class GenerateRequest(Strict):
     steps: conint(strict=True, ge=1, le=150) = 20
     cfg_scale: confloat(ge=0.0, le=30.0) = 7.0
     size: conint(strict=True, ge=0, le=2048, multiple_of=8) = Field(0, description="image side (0: the model's)")
+    sampler: Optional[constr(min_length=1, max_length=64)] = Field(
+        None, description="a sampler name from GET /samplers (omit: the first, the default)")
 
 
 # --------------------------------------------------------------------------------------------- responses

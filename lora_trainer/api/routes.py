@@ -92,6 +92,11 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         return {"name": "LoRA Trainer", "version": __version__, "api": "v1", "auth": list(auth_schemes),
                 "limits": limits.as_dict()}
 
+    @router.get("/samplers", response_model=List[str],
+                summary="The sampler names generate takes (the WebUI's in the WebUI); the first is the default")
+    def samplers():
+        return service.samplers()
+
     # ---- projects --------------------------------------------------------------------------------
     @router.get("/projects", response_model=List[M.ProjectInfo], summary="List projects")
     def list_projects():
@@ -196,7 +201,8 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
             lora, weight = lora_from_prompts(service, name, prompts, weight)
         return job_ref(service.generate(name, prompts, lora=lora, weight=weight, negative=req.get("negative", ""),
                                         seeds=tuple(seeds), steps=req.get("steps", 20),
-                                        cfg_scale=req.get("cfg_scale", 7.0), size=req.get("size", 0)))
+                                        cfg_scale=req.get("cfg_scale", 7.0), size=req.get("size", 0),
+                                        sampler=req.get("sampler")))
 
     # ---- captions --------------------------------------------------------------------------------
     @router.get("/projects/{name}/captions", response_model=M.Captions,

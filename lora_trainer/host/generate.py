@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import sanitize_name
-from ..errors import Cancelled
+from ..errors import Cancelled, UserError
 from .backend import detached_adapters, restore_builtin_lora
 from .env import cmd_opt, lora_dir, lora_networks, m, setting
 from .progress import protected_state
@@ -123,6 +123,12 @@ def publish(lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
     return target
 
 
+def host_samplers() -> list[str]:
+    """The WebUI's sampler names as its txt2img tab lists them (``modules/sd_samplers.py: visible_samplers``:
+    all samplers less those hidden in Settings → Sampler parameters)."""
+    return [s.name for s in m("sd_samplers").visible_samplers()]
+
+
 class HostGenerator:
     """``generate.Generator`` over the WebUI's ``process_images``.
 
@@ -140,10 +146,13 @@ class HostGenerator:
         self.prompts: list[str] = []
 
     def generate(self, prompts: Sequence[str], *, negative: str = "", seeds: Sequence[int] = (0,), steps: int = 20,
-                 cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None, weight: float = 1.0) -> list:
+                 cfg_scale: float = 7.0, size: int = 512, lora: Optional[str] = None, weight: float = 1.0,
+                 sampler: Optional[str] = None) -> list:
         processing, shared = m("processing"), m("shared")
+        sampler = sampler or self.sampler_name or setting("lora_trainer_test_sampler")
+        if sampler not in host_samplers():
+            raise UserError(f"the WebUI has no sampler {sampler!r}", "choose one of: " + ", ".join(host_samplers()))
         name = stage_for_test(Path(lora)) if lora else None
-        sampler = self.sampler_name or setting("lora_trainer_test_sampler")
         model = shared.sd_model
         images: list = []
         adapters = contextlib.nullcontext() if self.keep_training_adapters else detached_adapters(model)

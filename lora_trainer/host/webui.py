@@ -20,7 +20,7 @@ from .backend import HostBackend, model_family, refusal
 from .crop import host_focal_box, host_focal_crop
 from .env import (api_enabled, cmd_opt, host_kind, loaded_model, lora_dir, m, setting, webui_version,
                   workspace_dir)
-from .generate import HostGenerator, publish
+from .generate import HostGenerator, host_samplers, publish
 from .progress import HostJobLock, task_id
 from .taggers import register_host_taggers, unregister_host_taggers
 
@@ -55,6 +55,12 @@ class HostModels:
 
     def sample_generator(self, backend: Any) -> HostGenerator:
         return HostGenerator(keep_training_adapters=True)
+
+    def samplers(self) -> list[str]:
+        """The WebUI's visible samplers, the one in Settings → LoRA Trainer first (when the WebUI has it)."""
+        names = host_samplers()
+        first = setting("lora_trainer_test_sampler")
+        return ([first] if first in names else []) + [n for n in names if n != first]
 
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return publish(lora_file, name, always)

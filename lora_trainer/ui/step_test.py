@@ -88,7 +88,7 @@ def publish(ctx: Ctx, project, lora) -> str:
     return ctx.t("Copied to {path}: use it in txt2img as `<lora:{name}:1>`.", path=str(target), name=target.stem)
 
 
-def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scale, size, lora):
+def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scale, size, sampler, lora):
     """Generator: [progress, gallery, message]."""
     import gradio as gr
 
@@ -97,7 +97,7 @@ def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scal
     job = ctx.service.generate(name, [prompt or default_prompt(ctx.service, name)], negative=negative or "",
                                lora=None if not lora or lora == NO_LORA else lora, weight=float(weight or 0),
                                seeds=tuple(seed_list), steps=int(steps or 20), cfg_scale=float(cfg_scale or 7),
-                               size=int(size or 0))
+                               size=int(size or 0), sampler=sampler or None)
     for st in watch(ctx.service, job, ctx.poll):
         if st["status"] == "finished":
             label = f"{lora or NO_LORA} @ {weight}"
@@ -110,7 +110,7 @@ def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scal
             yield [progress_html(st, ctx.t), gr.update(), done_text(st, ctx.t)]
 
 
-def grid(ctx: Ctx, project, prompt, negative, seeds, steps, cfg_scale, size, files, weights):
+def grid(ctx: Ctx, project, prompt, negative, seeds, steps, cfg_scale, size, sampler, files, weights):
     """Generator: [progress, grid image, message]. Rows: files; columns: weights."""
     import gradio as gr
 
@@ -127,7 +127,8 @@ def grid(ctx: Ctx, project, prompt, negative, seeds, steps, cfg_scale, size, fil
         for j, w in enumerate(ws):
             job = ctx.service.generate(name, [prompt or default_prompt(ctx.service, name)], negative=negative or "",
                                        lora=None if f == NO_LORA else f, weight=w, seeds=(seed,),
-                                       steps=int(steps or 20), cfg_scale=float(cfg_scale or 7), size=int(size or 0))
+                                       steps=int(steps or 20), cfg_scale=float(cfg_scale or 7), size=int(size or 0),
+                                       sampler=sampler or None)
             for st in watch(ctx.service, job, ctx.poll):
                 shown = dict(st, progress={"phase": ctx.t("grid cell"), "step": i * len(ws) + j + 1, "total": total})
                 if st["status"] in ("queued", "running"):
@@ -172,6 +173,10 @@ def build(ctx: Ctx) -> dict:
                             elem_id=tip("lt-test-cfg", "How closely the image follows the prompt"))
             size = gr.Number(value=int(preset.get("resolution", 512)), precision=0, minimum=0, maximum=2048,
                              label=t("Size"), elem_id=tip("lt-test-size", "Image side in pixels (0 = the training resolution)"))
+            samplers = ctx.service.samplers()
+            sampler = gr.Dropdown(choices=samplers, value=samplers[0] if samplers else None, label=t("Sampler"),
+                                  elem_id=tip("lt-test-sampler", "How the image is denoised (the WebUI's samplers "
+                                              "in the WebUI)"))
         with gr.Row():
             gen_btn = gr.Button(t("Generate"), variant="primary",
                                 elem_id=tip("lt-test-run", "Draw one image per seed with the chosen file"))
@@ -192,7 +197,7 @@ def build(ctx: Ctx) -> dict:
                                      elem_id=tip("lt-test-grid-run", "One image per file and weight, with the first seed"))
             grid_img = gr.Image(label=t("Grid"), type="pil", interactive=False, height=420, elem_id="lt-test-grid")
     return {"prompt": prompt, "negative": negative, "lora": lora, "weight": weight, "seeds": seeds, "steps": steps,
-            "cfg": cfg, "size": size, "run": gen_btn, "cancel": cancel_btn, "refresh": refresh_btn,
+            "cfg": cfg, "size": size, "sampler": sampler, "run": gen_btn, "cancel": cancel_btn, "refresh": refresh_btn,
             "publish": publish_btn,
             "progress": progress, "msg": msg, "gallery": pics, "grid_files": grid_files,
             "grid_weights": grid_weights, "grid_run": grid_btn, "grid": grid_img}
@@ -210,10 +215,11 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     t = ctx.t
     base = [ctx.project, parts["prompt"], parts["negative"], parts["seeds"]]
     parts["run"].click(guard_gen(3, t)(lambda *a: generate(ctx, *a)),
-                       base + [parts["weight"], parts["steps"], parts["cfg"], parts["size"], parts["lora"]],
+                       base + [parts["weight"], parts["steps"], parts["cfg"], parts["size"], parts["sampler"],
+                               parts["lora"]],
                        [parts["progress"], parts["gallery"], parts["msg"]])
     parts["grid_run"].click(guard_gen(3, t)(lambda *a: grid(ctx, *a)),
-                            base + [parts["steps"], parts["cfg"], parts["size"], parts["grid_files"],
+                            base + [parts["steps"], parts["cfg"], parts["size"], parts["sampler"], parts["grid_files"],
                                     parts["grid_weights"]], [parts["progress"], parts["grid"], parts["msg"]])
     parts["cancel"].click(guard(1, t)(lambda p: stop_sequence(ctx, p, "grid", KINDS)), [ctx.project], [parts["msg"]],
                           queue=False)

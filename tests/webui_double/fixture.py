@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 DOUBLE_MODULES = (
     "paths_internal", "paths", "options", "shared_state", "fifo_lock", "call_queue", "devices", "shared", "sd_models",
-    "sd_unet", "launch_utils", "progress", "script_callbacks", "processing", "deepbooru", "interrogate",
+    "sd_unet", "sd_samplers", "launch_utils", "progress", "script_callbacks", "processing", "deepbooru", "interrogate",
     "textual_inversion", "textual_inversion.autocrop",
 )
 
