@@ -254,6 +254,8 @@ def _gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
     p.add_argument("--weight", type=float, default=1.0, help="LoRA weight (default 1.0)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
+    p.add_argument("--sampler", default=None,
+                   help="sampler by its WebUI name: Euler (default), Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC")
     _common(p)
 
 
@@ -265,7 +267,8 @@ def _generate(args: argparse.Namespace) -> int:
     size = args.size or int((preset or {}).get("resolution", 512))
     gen = DiffusersGenerator(backend)
     img = gen.generate([args.prompt], negative=args.negative, seeds=[args.seed], steps=args.steps,
-                       cfg_scale=args.cfg_scale, size=size, lora=args.lora, weight=args.weight)[0]
+                       cfg_scale=args.cfg_scale, size=size, lora=args.lora, weight=args.weight,
+                       sampler=args.sampler)[0]
     from .workspace import atomic_path
 
     out = Path(args.output)

@@ -68,8 +68,20 @@ def test_train_then_generate_end_to_end(tmp_path):
     assert len((job / "log.jsonl").read_text().splitlines()) == 4
     r = subprocess.run([sys.executable, "-m", "lora_trainer", "generate", "--lora", str(out / "Amy.safetensors"),
                         "--prompt", "tok, red square", "--output", str(tmp_path / "x.png"), "--steps", "2",
-                        "--size", "64"], capture_output=True, text=True, timeout=600, env=env)
+                        "--size", "64", "--sampler", "DPM++ 2M"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     from PIL import Image
 
     assert Image.open(tmp_path / "x.png").size == (64, 64)
+    r = subprocess.run([sys.executable, "-m", "lora_trainer", "generate", "--prompt", "x", "--output",
+                        str(tmp_path / "y.png"), "--sampler", "k_lms"], capture_output=True, text=True, timeout=600,
+                       env=env)
+    assert r.returncode != 0 and "unknown sampler 'k_lms'" in r.stderr and not (tmp_path / "y.png").exists()
+
+
+def test_generate_help_names_every_sampler():
+    from lora_trainer.generate import SAMPLERS
+
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "generate")[1]
+    text = " ".join(sub.format_help().split())
+    assert all(name in text for name in SAMPLERS), text

@@ -98,3 +98,19 @@ def test_sd15_has_kohyas_192_unet_and_72_te_targets():
     assert "lora_te_text_model_encoder_layers_11_mlp_fc2" in t
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj" in t
     assert len(select_unet_targets(unet, conv=True)) > 192
+
+
+def test_metadata_says_what_the_model_predicts():
+    """v-parameterisation follows the backend (the toy model is an SD1 that predicts v), else the family."""
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.training.saving import build_metadata
+
+    def md(**kw):
+        m = build_metadata(TrainConfig(), model_name="m", output_name="o", resolution=(64, 64), num_images=1,
+                           steps=1, epoch=1, started_at=0.0, **kw)
+        return m["ss_v_parameterization"], m["modelspec.prediction_type"]
+
+    assert md(family="sd1") == ("False", "epsilon")
+    assert md(family="sd2-v") == ("True", "v")
+    assert md(family="sd1", prediction_type="v_prediction") == ("True", "v")
+    assert md(family="sd2", prediction_type="epsilon") == ("False", "epsilon")

@@ -32,7 +32,11 @@ def test_backend_is_an_sd1_model_a_toy_preset_lora_fits(toy_backend):
 
     be = toy_backend
     assert isinstance(be, ModelBackend)
-    assert (be.family, be.name, be.prediction_type) == ("sd1", "lora-trainer-toy", "epsilon")
+    from lora_trainer.toy import model as M
+
+    # SD1's architecture and names; it predicts v (the build's choice, written in the file)
+    assert (be.family, be.name, be.prediction_type) == ("sd1", "lora-trainer-toy", "v_prediction")
+    assert M.read_metadata()["prediction_type"] == "v_prediction"
     assert len(be.tokenizer) == 49408
     unet, te = be.lora_targets("unet"), be.lora_targets("te")
     assert any(k.startswith("lora_unet_down_blocks_0_attentions_0_") for k in unet)

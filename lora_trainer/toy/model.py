@@ -199,12 +199,14 @@ def load_components(path: Optional[PathLike] = None) -> dict:
 
 
 def backend(device: Optional[torch.device] = None, path: Optional[PathLike] = None):
-    """The toy model as a ``DiffusersBackend`` (family sd1, name ``lora-trainer-toy``)."""
+    """The toy model as a ``DiffusersBackend`` (family sd1, name ``lora-trainer-toy``; it predicts v, as the
+    file's ``prediction_type`` says)."""
     from ..training.diffusers_backend import DiffusersBackend
 
     c = load_components(path)
     return DiffusersBackend(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], family="sd1",
-                            prediction_type="epsilon", device=device or torch.device("cpu"), name=NAME)
+                            prediction_type=c["metadata"].get("prediction_type", "epsilon"),
+                            device=device or torch.device("cpu"), name=NAME)
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -302,6 +302,7 @@ class Trainer:
         tensors = self.network.state_dict_kohya(SAVE_DTYPES[cfg.save_precision])
         res = max(self.bucket_of, key=lambda b: b[0] * b[1]) if self.bucket_of else (cfg.resolution,) * 2
         md = build_metadata(cfg, family=be.family, model_name=be.name, output_name=path.stem,
+                            prediction_type=getattr(be, "prediction_type", None),
                             resolution=(cfg.resolution, cfg.resolution), num_images=self.scan.num_images,
                             steps=step, epoch=epoch, started_at=self.started,
                             network_args={"conv_dim": cfg.conv_rank or cfg.rank, "conv_alpha": cfg.conv_alpha}

@@ -49,7 +49,11 @@ def config_metadata(cfg) -> dict[str, str]:
 
 def build_metadata(cfg, *, family: str, model_name: str, output_name: str, resolution: tuple[int, int],
                    num_images: int, steps: int, epoch: int, started_at: float,
-                   extra: Optional[Mapping[str, Any]] = None, network_args: Optional[dict] = None) -> dict[str, str]:
+                   extra: Optional[Mapping[str, Any]] = None, network_args: Optional[dict] = None,
+                   prediction_type: Optional[str] = None) -> dict[str, str]:
+    """kohya's ``ss_*`` and the model spec's keys; ``prediction_type`` (the backend's) defaults to what the
+    family implies (v for ``sd2-v`` only; the toy model is an SD1 that predicts v)."""
+    v = prediction_type == "v_prediction" if prediction_type else family == "sd2-v"
     md = config_metadata(cfg)
     md.update({
         "ss_session_id": uuid.uuid4().hex[:16],
@@ -59,7 +63,7 @@ def build_metadata(cfg, *, family: str, model_name: str, output_name: str, resol
         "ss_sd_model_name": model_name,
         "ss_base_model_version": BASE_MODEL_VERSION[family],
         "ss_v2": str(family.startswith("sd2")),
-        "ss_v_parameterization": str(family == "sd2-v"),
+        "ss_v_parameterization": str(v),
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(cfg.rank),
         "ss_network_alpha": str(cfg.alpha),
@@ -79,7 +83,7 @@ def build_metadata(cfg, *, family: str, model_name: str, output_name: str, resol
         "modelspec.title": output_name,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
-        "modelspec.prediction_type": "v" if family == "sd2-v" else "epsilon",
+        "modelspec.prediction_type": "v" if v else "epsilon",
     })
     if extra:
         for k, v in extra.items():
