@@ -244,6 +244,10 @@ class Service:
             data.update(load_file(saved))
         data.setdefault("name", sanitize_name(info.get("trigger") or name))
         data.setdefault("trigger_word", info.get("trigger", ""))
+        # The project's repeats name its kohya folder (dataset/<repeats>_<name>), which is what training
+        # reads: the config says the same, not the preset's or the recipe's number.
+        if "repeats" in info:
+            data["repeats"] = int(info["repeats"])
         data.update(overrides or {})
         return from_dict(TrainConfig, data)
 

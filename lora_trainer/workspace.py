@@ -17,6 +17,25 @@ from typing import Any, Iterator
 TMP_PREFIX = ".lt-tmp-"
 
 
+def _process_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would set it for every thread meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # no /proc (macOS, Windows): set and restore once, at import
+    os.umask(old)
+    return old
+
+
+# The mode a plain open() gives a new file. mkstemp makes 0600, which would leave a LoRA copied into the
+# WebUI's Lora folder unreadable to another user's ComfyUI or web server.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it onto ``path``."""
@@ -29,6 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

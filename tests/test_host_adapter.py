@@ -370,6 +370,16 @@ def test_publish_unique_names_sidecar_and_setting(webui_double, tmp_path):
     assert second == d.lora_dir / "amy-3.safetensors"
     assert read_lora(second)[1]["ss_output_name"] == "amy-3"
     assert {"amy", "amy-3"} <= set(d.networks.available_networks)
+    # the copies are as readable as files the WebUI writes itself (not mkstemp's 0600): umask 022 -> 0644
+    import os
+
+    from lora_trainer.workspace import FILE_MODE
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert FILE_MODE == 0o666 & ~mask
+    for f in (first, second, d.lora_dir / "amy.json"):
+        assert f.stat().st_mode & 0o777 == FILE_MODE, (f.name, oct(f.stat().st_mode))
     d.shared.opts.data["lora_trainer_publish"] = False
     assert webui.publish(b, "other") is None
 

@@ -32,6 +32,11 @@ def test_projects_lifecycle_and_name_rules(tmp_path):
         with pytest.raises(UserError, match="invalid project name"):
             svc.create_project(bad)
     assert [p["name"] for p in svc.projects()] == ["Amy"]
+    # the training config's repeats are the project's (its folder's), over the preset's and a saved config's
+    assert svc.train_config("Amy").repeats == 10
+    svc.save_train_config("Amy", svc.train_config("Amy", {"repeats": 3}))
+    svc.update_project("Amy", repeats=1)
+    assert svc.train_config("Amy").repeats == 1 and svc.project_info("Amy")["dataset_dir"].endswith("1_amy")
     svc.delete_project("Amy")
     assert svc.projects() == []
     svc.runner.shutdown()
