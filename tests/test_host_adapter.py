@@ -313,6 +313,9 @@ def test_host_txt2img_detaches_our_adapters_and_unloads_after(webui_double, tmp_
     assert_same(d.model, snap)
     assert with_lora[0].tobytes() != without[0].tobytes()
     assert "Lora hashes" in with_lora[0].info["parameters"] and gen.infotexts[0] == with_lora[0].info["parameters"]
+    # the WebUI (without txt2img's scripts) writes the prompt stripped of <lora:…>; the infotext gets it back
+    assert with_lora[0].info["parameters"].split("\n")[0] == calls[-2]["prompt"]
+    assert without[0].info["parameters"].split("\n")[0] == "a cat"
     staged = next((d.lora_dir / "lora_trainer_tests").glob("mine-*.safetensors"))
     assert read_lora(staged)[1]["ss_output_name"] == staged.stem  # alias == name: no alias collisions
 
@@ -581,3 +584,15 @@ def test_only_the_host_package_imports_webui_modules():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p.parent.name != "host" and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("info, expected", [
+    # what WebUI 1.10 writes without txt2img's scripts: the extra network cut out, its space left
+    ("shp, red circle \nSteps: 3, Sampler: Euler a", "shp, red circle <lora:a-1:1>\nSteps: 3, Sampler: Euler a"),
+    ("shp, red circle <lora:a-1:1>\nSteps: 3", "shp, red circle <lora:a-1:1>\nSteps: 3"),  # already there
+    ("something else\nSteps: 3", "something else\nSteps: 3"),  # not the prompt we sent: left alone
+])
+def test_infotext_keeps_the_lora_tag(info, expected):
+    from lora_trainer.host.generate import with_lora_tag
+
+    assert with_lora_tag(info, "shp, red circle", "shp, red circle <lora:a-1:1>") == expected

@@ -123,6 +123,20 @@ def publish(lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
     return target
 
 
+def with_lora_tag(info: str, prompt: str, text: str) -> str:
+    """The infotext with the prompt as we sent it, ``<lora:…>`` included.
+
+    Without txt2img's scripts (``p.scripts`` is None for us), ``processing.process_images_inner`` never puts
+    the prompts back after ``parse_extra_network_prompts`` stripped the extra networks from them, so the
+    infotext's first line is the prompt without its ``<lora:…>``, and PNG Info → Send to txt2img would
+    draw without the LoRA. Only that exact first line is replaced.
+    """
+    head, sep, rest = info.partition("\n")
+    if head.strip() == prompt.strip() and head != text:
+        return text + sep + rest
+    return info
+
+
 def host_samplers() -> list[str]:
     """The WebUI's sampler names as its txt2img tab lists them (``modules/sd_samplers.py: visible_samplers``:
     all samplers less those hidden in Settings → Sampler parameters)."""
@@ -171,6 +185,7 @@ class HostGenerator:
                         if shared.state.interrupted:
                             raise Cancelled()
                         for img, info in zip(processed.images, processed.infotexts):
+                            info = with_lora_tag(info, prompt, text) if name else info
                             img.info["parameters"] = info
                             images.append(img)
                             self.infotexts.append(info)
