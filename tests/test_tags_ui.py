@@ -178,3 +178,40 @@ def test_keyboard_script_in_node(tmp_path):
     assert got["clicks"] == ["lt-tags-delete", "lt-tags-next", "lt-tags-prev", "lt-tags-undo", "lt-tags-redo",
                              "lt-tags-redo", "lt-tags-delete"]
     assert got["out"] == [True, True, True, True, True, True, False, False, True, False, False]
+
+
+PROJECTS_DRIVER = r"""
+const fs = require("fs"), vm = require("vm");
+const clicks = [], hooks = {loaded: [], tab: []};
+const btn = { tagName: "BUTTON", offsetParent: {}, click: () => clicks.push("refresh"), querySelector: () => null };
+const app = { querySelector: (sel) => sel === "#lt-project-refresh" ? btn : null };
+vm.runInNewContext(fs.readFileSync(process.argv[2], "utf8"), {
+  gradioApp: () => app, document: app,
+  onUiLoaded: (f) => hooks.loaded.push(f), onUiTabChange: (f) => hooks.tab.push(f) });
+const n = () => clicks.length;
+const out = [hooks.loaded.length, hooks.tab.length];
+hooks.loaded.forEach((f) => f()); out.push(n());      // UI up with our tab on screen: refreshed
+btn.offsetParent = null; hooks.tab.forEach((f) => f()); out.push(n());  // another tab shown: nothing
+btn.offsetParent = {}; hooks.tab.forEach((f) => f()); out.push(n());    // ours again: refreshed
+console.log(JSON.stringify(out));
+"""
+
+
+def test_project_list_refresh_script_in_node(tmp_path):
+    """In the WebUI the tab's load event never fires; the script clicks ↻ when the UI is up and when our tab
+    is opened, and only then (the element id is the tab's real one)."""
+    import json
+    import shutil
+    import subprocess
+
+    script = REPO / "javascript" / "lora_trainer_projects.js"
+    assert '"#lt-project-refresh"' in script.read_text(encoding="utf-8")
+    assert 'elem_id=ctx.tip("lt-project-refresh"' in (REPO / "lora_trainer" / "ui" / "tab.py").read_text(encoding="utf-8")
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node is not installed: the script is checked in a browser-free JS runtime")
+    driver = tmp_path / "driver.js"
+    driver.write_text(PROJECTS_DRIVER, encoding="utf-8")
+    res = subprocess.run([node, str(driver), str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [1, 1, 1, 1, 2]
