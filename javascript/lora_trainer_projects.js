@@ -1,8 +1,8 @@
 // LoRA Trainer — the project list stays current: projects made elsewhere (over the API, in another browser
-// tab) appear without pressing ↻. The WebUI renders our Blocks inside its own page, where their load event
-// never fires, so this clicks ↻ (#lt-project-refresh) when the UI is up and whenever the WebUI's top-level
-// tab changes to ours (script.js: onUiLoaded, onUiTabChange). The standalone page has neither hook: there
-// the tab's own load event refreshes the list. Globals are prefixed lora_trainer_ (shared namespace).
+// tab) appear without pressing ↻. The tab's load event refreshes the list when the page loads; on a page
+// that is already open, this clicks ↻ (#lt-project-refresh) when the UI is up and whenever the WebUI's
+// top-level tab changes to ours (script.js: onUiLoaded, onUiTabChange). The standalone page has neither
+// hook and relies on the load event. Globals are prefixed lora_trainer_ (shared namespace).
 
 function lora_trainer_projects_refresh() {
     var root = typeof gradioApp === "function" ? gradioApp() : document;

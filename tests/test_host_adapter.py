@@ -307,6 +307,7 @@ def test_host_txt2img_detaches_our_adapters_and_unloads_after(webui_double, tmp_
     assert calls[-2]["foreign_forwards"] == 0 and calls[-1]["foreign_forwards"] == 0
     assert calls[-2]["prompt"].startswith("a cat <lora:mine-") and calls[-2]["prompt"].endswith(":0.8>")
     assert calls[-2]["sampler_name"] == "Euler" and calls[-1]["prompt"] == "a cat"
+    assert calls[-2]["scheduler"] == "Automatic"  # else 1.9+ logs an "autocorrection" of None each time
     assert sum("forward" in m.__dict__ for m in d.model.modules()) == attached  # re-attached afterwards
     net.detach()
     assert d.networks.loaded_networks == []

@@ -198,8 +198,8 @@ console.log(JSON.stringify(out));
 
 
 def test_project_list_refresh_script_in_node(tmp_path):
-    """In the WebUI the tab's load event never fires; the script clicks ↻ when the UI is up and when our tab
-    is opened, and only then (the element id is the tab's real one)."""
+    """On a WebUI page that is already open, the script clicks ↻ when the UI is up and when our tab is
+    opened, and only then (the element id is the tab's real one)."""
     import json
     import shutil
     import subprocess

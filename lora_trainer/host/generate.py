@@ -180,6 +180,8 @@ class HostGenerator:
                             sampler_name=sampler, steps=int(steps), cfg_scale=float(cfg_scale), width=int(size),
                             height=int(size), batch_size=1, n_iter=1, do_not_save_samples=True,
                             do_not_save_grid=True)
+                        if hasattr(p, "scheduler"):  # 1.9+: the sampler's own schedule, said so (not None)
+                            p.scheduler = "Automatic"
                         with closing(p):
                             processed = processing.process_images(p)
                         if shared.state.interrupted:

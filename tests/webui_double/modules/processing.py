@@ -125,7 +125,8 @@ def process_images(p):
     if not p.disable_extra_networks:
         networks.load_networks([n for n, _, _ in extra], [t for _, t, _ in extra], [u for _, _, u in extra])
     calls.append({"prompt": p.prompt, "negative_prompt": p.negative_prompt, "seed": p.seed, "steps": p.steps,
-                  "sampler_name": p.sampler_name, "cfg_scale": p.cfg_scale, "size": (p.width, p.height),
+                  "sampler_name": p.sampler_name, "scheduler": p.scheduler, "cfg_scale": p.cfg_scale,
+                  "size": (p.width, p.height),
                   "foreign_forwards": _foreign_forwards(model),
                   "loaded_networks": [n.name for n in networks.loaded_networks],
                   "queue_lock_held": call_queue.queue_lock._lock.locked()})
