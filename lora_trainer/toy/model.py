@@ -245,8 +245,9 @@ def sample_pairs(be, pairs: Sequence[tuple], *, steps: int = SAMPLE_STEPS, cfg_s
     runs, but a whole batch of seeds goes through the UNet at once: 64 images cost about what 4 cost
     one by one. Attach a LoRA around the call to sample with it.
     """
-    from diffusers import EulerDiscreteScheduler
     from PIL import Image
+
+    from ..generate import DEFAULT_SAMPLER, diffusers_scheduler
 
     unet, vae = be.unet, be.vae
     unique = list(dict.fromkeys(p for p, _ in pairs))
@@ -256,9 +257,7 @@ def sample_pairs(be, pairs: Sequence[tuple], *, steps: int = SAMPLE_STEPS, cfg_s
     images = []
     for start in range(0, len(pairs), batch):
         chunk = pairs[start:start + batch]
-        sched = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", prediction_type=be.prediction_type,
-                                       timestep_spacing="leading", steps_offset=1)
+        sched = diffusers_scheduler(DEFAULT_SAMPLER, be.prediction_type)
         sched.set_timesteps(steps)
         x = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s)))
                        for _, s in chunk]).to(be.device, be.dtype) * sched.init_noise_sigma
