@@ -162,19 +162,25 @@ console.log(JSON.stringify({ clicks, out }));
 """
 
 
-def test_keyboard_script_in_node(tmp_path):
+def run_in_node(tmp_path, driver_src: str, script):
+    """Run ``driver_src`` (a node program given the script's path) and return the JSON it prints; skip without
+    node (the scripts are checked in a browser-free JS runtime)."""
     import json
     import shutil
     import subprocess
 
     node = shutil.which("node")
     if not node:
-        pytest.skip("node is not installed: the keyboard script is checked in a browser-free JS runtime")
+        pytest.skip("node is not installed: the script is checked in a browser-free JS runtime")
     driver = tmp_path / "driver.js"
-    driver.write_text(NODE_DRIVER, encoding="utf-8")
-    res = subprocess.run([node, str(driver), str(JS)], capture_output=True, text=True, timeout=60)
+    driver.write_text(driver_src, encoding="utf-8")
+    res = subprocess.run([node, str(driver), str(script)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout)
+    return json.loads(res.stdout)
+
+
+def test_keyboard_script_in_node(tmp_path):
+    got = run_in_node(tmp_path, NODE_DRIVER, JS)
     assert got["clicks"] == ["lt-tags-delete", "lt-tags-next", "lt-tags-prev", "lt-tags-undo", "lt-tags-redo",
                              "lt-tags-redo", "lt-tags-delete"]
     assert got["out"] == [True, True, True, True, True, True, False, False, True, False, False]
@@ -200,18 +206,7 @@ console.log(JSON.stringify(out));
 def test_project_list_refresh_script_in_node(tmp_path):
     """On a WebUI page that is already open, the script clicks ↻ when the UI is up and when our tab is
     opened, and only then (the element id is the tab's real one)."""
-    import json
-    import shutil
-    import subprocess
-
     script = REPO / "javascript" / "lora_trainer_projects.js"
     assert '"#lt-project-refresh"' in script.read_text(encoding="utf-8")
     assert 'elem_id=ctx.tip("lt-project-refresh"' in (REPO / "lora_trainer" / "ui" / "tab.py").read_text(encoding="utf-8")
-    node = shutil.which("node")
-    if not node:
-        pytest.skip("node is not installed: the script is checked in a browser-free JS runtime")
-    driver = tmp_path / "driver.js"
-    driver.write_text(PROJECTS_DRIVER, encoding="utf-8")
-    res = subprocess.run([node, str(driver), str(script)], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == [1, 1, 1, 1, 2]
+    assert run_in_node(tmp_path, PROJECTS_DRIVER, script) == [1, 1, 1, 1, 2]
