@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_diffusers
 from conftest_toy import toy_backend  # noqa: F401 - fixture (skips without diffusers or weights)
 
 
@@ -109,3 +110,58 @@ def test_commands_default_to_the_toy_model(toy_backend):
 
     be, preset = load_backend(None, torch.device("cpu"))
     assert be.name == "lora-trainer-toy" and preset["resolution"] == 64
+
+
+def test_build_captions_teach_the_trigger_form_and_unknown_words():
+    """Each base image trains with three captions: the world's, the trigger's form (shape's name first, on
+    its own) and that form with 1–2 unknown tokens in the shape's place, drawn from a pool that holds no
+    word of the world and not the demo's trigger."""
+    from lora_trainer.toy import build as B
+    from lora_trainer.toy.demo import TRIGGER
+    from lora_trainer.toy.tokenizer import load_clip_tokenizer
+    from lora_trainer.toy.world import caption, sample_scene
+
+    tok = load_clip_tokenizer()
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng) for _ in range(40)]
+    forms = [B.caption_forms(s) for s in scenes]
+    s = scenes[0]
+    assert forms[0] == (caption(s), f"{s.shape}, {s.colour}, {s.background} background, {s.size}, {s.position}")
+    ids, empty, world, pool = B.tokenize_captions(tok, forms, B.BuildConfig(unknown_pool=100), np.random.default_rng(1))
+    assert ids.shape == (40, 3, 77) and len(pool) == 100
+    assert not set(pool) & (set(world) | set(tok(TRIGGER).input_ids))
+    pool_set, lengths = set(pool), set()
+    for i in range(40):
+        trigger_form, unknown = ids[i, 1].tolist(), ids[i, 2].tolist()
+        assert tok.decode(ids[i, 0], skip_special_tokens=True).replace(" ,", ",") == forms[i][0]
+        k = 1
+        while unknown[k] in pool_set:
+            k += 1
+        lengths.add(k - 1)
+        assert unknown[k:k + 12] == trigger_form[2:14], "the rest of the caption is kept, shifted"
+    assert lengths == {1, 2}
+
+
+@needs_diffusers
+def test_build_keeps_unknown_word_rows_as_drawn():
+    """The unknown words train the model, not their own embedding rows: those stay the seeded draw, so the
+    file need not store them and they stay like every other token the model never learned."""
+    from lora_trainer.toy import build as B, model as M
+    from lora_trainer.toy.tokenizer import load_clip_tokenizer
+    from lora_trainer.toy.world import sample_scene
+
+    torch.manual_seed(0)
+    tok = load_clip_tokenizer()
+    rng = np.random.default_rng(0)
+    forms = [B.caption_forms(sample_scene(rng)) for _ in range(8)]
+    cfg = B.BuildConfig(unet_steps=3, unet_batch=4, warmup=1, eval_every=0, unknown_pool=50, unknown_word=0.5,
+                        ema=0.0)
+    ids, empty, world, pool = B.tokenize_captions(tok, forms, cfg, rng)
+    parts = M.build_components()
+    mean, std = torch.randn(8, 4, 16, 16), torch.full((8, 4, 16, 16), 0.1)
+    B.train_diffusion(parts, mean, std, ids, empty, cfg, 60.0, torch.Generator().manual_seed(0), frozen=pool)
+    table, drawn = parts["text_encoder"].get_input_embeddings().weight, M.base_token_embedding()
+    used_pool = sorted(set(ids[:, 2].flatten().tolist()) & set(pool))
+    assert used_pool, "some unknown words were in the batches' captions"
+    assert torch.equal(table[used_pool], drawn[used_pool])
+    assert not torch.allclose(table[world], drawn[world]), "the world's words did train"

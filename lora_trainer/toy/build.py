@@ -45,6 +45,9 @@ class BuildConfig:
     min_snr_gamma: float = 5.0   # x0-error weight min(SNR, γ) + 1 (see x0_weights)
     prediction: str = "v_prediction"  # what the UNet predicts (see x0_weights); "epsilon" as SD1 does
     caption_dropout: float = 0.1
+    shape_first: float = 0.25     # captions in the trigger's form: "circle, red, …" (see caption_forms)
+    unknown_word: float = 0.25    # … and with an unknown word in the shape's place (see unknown_word_ids)
+    unknown_pool: int = 2000      # how many never-trained tokens serve as unknown words
     ema: float = 0.999
     minutes: float = 40.0         # the whole build, evaluation included
     vae_share: float = 0.35       # of the training time
@@ -57,10 +60,19 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def make_images(cfg: BuildConfig, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+def caption_forms(scene) -> tuple[str, str]:
+    """The two captions a base image trains with: the world's own (``red circle, white background, …``) and
+    the form a trigger-word caption has, the shape's name in the trigger's place (``circle, red, white
+    background, …``). A model that saw only the first drew a blue square for ``zkw, red, white background``:
+    a colour standing alone as a tag was new to it, so a LoRA had to teach the caption form and the new shape
+    at once (100 steps drew no star)."""
+    return caption(scene), caption(scene, trigger=scene.shape)
+
+
+def make_images(cfg: BuildConfig, rng: np.random.Generator) -> tuple[torch.Tensor, list[tuple[str, str]]]:
     scenes = [sample_scene(rng, shapes=BASE_SHAPES, backgrounds=NEUTRAL_BACKGROUNDS) for _ in range(cfg.images)]
     arr = np.stack([np.asarray(render(s)) for s in scenes])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), [caption(s) for s in scenes]
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), [caption_forms(s) for s in scenes]
 
 
 def make_vae_images(n: int, rng: np.random.Generator) -> torch.Tensor:
@@ -197,7 +209,10 @@ def encode_all(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tenso
 # --------------------------------------------------------------------------------------------- UNet + TE
 
 def train_diffusion(parts: dict, mean: torch.Tensor, std: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor,
-                    cfg: BuildConfig, seconds: float, gen: torch.Generator) -> int:
+                    cfg: BuildConfig, seconds: float, gen: torch.Generator, frozen=()) -> int:
+    """``ids``: per image, one row of token ids per caption form (N × 3 × 77: the world's caption, the
+    trigger's form, the unknown-word form); ``frozen``: token ids whose embedding rows keep their seeded
+    draw (the unknown words)."""
     from ..training.backend import scaled_linear_alphas_cumprod
 
     unet, te = parts["unet"], parts["text_encoder"]
@@ -214,6 +229,9 @@ def train_diffusion(parts: dict, mean: torch.Tensor, std: torch.Tensor, ids: tor
         compact.weight.copy_(full_table.weight[used])
     te.set_input_embeddings(compact)
     ids, empty_ids = lookup[ids], lookup[empty_ids]
+    if len(frozen):
+        keep = lookup[torch.as_tensor(list(frozen), dtype=torch.long)]
+        compact.weight.register_hook(lambda g: g.index_fill(0, keep, 0.0))  # zero grad: Adam leaves them as drawn
     groups = [{"params": list(unet.parameters()), "lr": cfg.unet_lr, "base": cfg.unet_lr},
               {"params": list(te.parameters()), "lr": cfg.te_lr, "base": cfg.te_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
@@ -226,7 +244,9 @@ def train_diffusion(parts: dict, mean: torch.Tensor, std: torch.Tensor, ids: tor
     while step < total:
         idx = torch.randint(0, mean.shape[0], (cfg.unet_batch,), generator=gen)
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
-        tok = ids[idx].clone()
+        r = torch.rand(cfg.unet_batch, generator=gen)
+        form = (r < cfg.shape_first + cfg.unknown_word).long() + (r < cfg.unknown_word).long()
+        tok = ids[idx, form].clone()
         drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
         tok[drop] = empty_ids
         noise = torch.randn(z.shape, generator=gen)
@@ -310,14 +330,48 @@ def centre_latents(vae, mean: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- the build
 
-def tokenize_captions(tok, captions: list) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """(token ids per caption, the empty caption's ids, every token id used: the rows the file stores)."""
-    unique = sorted(set(captions))
+def unknown_word_ids(tok, trigger_form: torch.Tensor, world_tokens: set, cfg: BuildConfig,
+                     rng: np.random.Generator) -> tuple[torch.Tensor, list]:
+    """The trigger's form with an unknown word (1–2 tokens the world never uses) where the shape's name was:
+    ``<unknown>, red, white background, …`` captions a circle, square or triangle in red.
+
+    Why: a user's trigger word is a token the model has never learned. A toy text encoder that saw only
+    its twenty words turned every caption holding one into noise (the prompt's colour and background lost
+    too), so a LoRA had to repair the whole caption before it could teach its concept. With this form
+    the base model meets unknown words in the shape's place and draws some shape with the rest of the
+    caption intact, as a big pretrained model does with a new trigger word. The unknown words' embedding
+    rows stay the seeded draw (``frozen`` in ``train_diffusion``), the same draw every untrained token
+    has, so they stand for any unknown word and the file need not store them. The demo's trigger ``zkw``
+    is never one of them."""
+    from .demo import TRIGGER
+
+    specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+    never = world_tokens | specials | set(tok(TRIGGER).input_ids)
+    vocab = np.array([i for i in range(len(tok)) if i not in never])
+    pool = rng.choice(vocab, size=cfg.unknown_pool, replace=False)
+    out = trigger_form.clone()
+    for i, row in enumerate(trigger_form):
+        fill = torch.as_tensor(rng.choice(pool, size=int(rng.integers(1, 3))), dtype=torch.long)
+        new = torch.cat([row[:1], fill, row[2:]])[:row.numel()]   # row[1] is the shape's (one) token
+        new[-1] = row[-1]                                          # the end stays padding
+        out[i] = new
+    return out, sorted(int(t) for t in pool)
+
+
+def tokenize_captions(tok, captions: list, cfg: BuildConfig,
+                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+    """(token ids per image and caption form (N × 3 × 77), the empty caption's ids, every world token id:
+    the rows the file stores, and the unknown words' token ids: rows that stay as drawn)."""
+    unique = sorted({c for forms in captions for c in forms})
     enc = tok(unique, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     row = {c: i for i, c in enumerate(unique)}
-    ids = enc[[row[c] for c in captions]]
+    ids = torch.stack([enc[[row[c] for c in forms]] for forms in captions])
     empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    return ids, empty_ids, sorted(set(ids.flatten().tolist()) | set(empty_ids.tolist()))
+    world = set(ids.flatten().tolist()) | set(empty_ids.tolist())
+    for name in BASE_SHAPES:
+        assert len(tok(name).input_ids) == 3, f"{name!r} is not one CLIP token"
+    unknown, pool = unknown_word_ids(tok, ids[:, 1], world, cfg, rng)
+    return torch.cat([ids, unknown[:, None]], dim=1), empty_ids, sorted(world), pool
 
 
 def build(out: Path, cfg: BuildConfig) -> dict:
@@ -347,11 +401,11 @@ def build(out: Path, cfg: BuildConfig) -> dict:
     parts["vae"].register_to_config(scaling_factor=scale)
     say(f"latents {tuple(mean.shape[1:])}, scaling factor {scale:.4f}")
 
-    ids, empty_ids, token_ids = tokenize_captions(tok, captions)
+    ids, empty_ids, token_ids, unknown = tokenize_captions(tok, captions, cfg, rng)
 
     left = cfg.minutes * 60 - (time.time() - started) - 100
     say(f"UNet + text encoder: up to {cfg.unet_steps} steps in {left / 60:.1f} min")
-    unet_steps = train_diffusion(parts, mean, std, ids, empty_ids, cfg, left, gen)
+    unet_steps = train_diffusion(parts, mean, std, ids, empty_ids, cfg, left, gen, frozen=unknown)
 
     from ..training.diffusers_backend import DiffusersBackend
 
@@ -385,12 +439,12 @@ def continue_build(path: Path, out: Path, cfg: BuildConfig) -> dict:
     cfg = replace(cfg, prediction=md.get("prediction_type", "epsilon"))  # a file goes on as it was built
     images, captions = make_images(cfg, rng)
     mean, std = encode_all(parts["vae"], images)
-    ids, empty_ids, token_ids = tokenize_captions(tok, captions)
+    ids, empty_ids, token_ids, unknown = tokenize_captions(tok, captions, cfg, rng)
     for m in (parts["unet"], parts["text_encoder"]):
         m.requires_grad_(True)
     left = cfg.minutes * 60 - (time.time() - started) - 100
     say(f"continuing {path.name}: up to {cfg.unet_steps} more UNet + text encoder steps in {left / 60:.1f} min")
-    steps = train_diffusion(parts, mean, std, ids, empty_ids, cfg, left, gen)
+    steps = train_diffusion(parts, mean, std, ids, empty_ids, cfg, left, gen, frozen=unknown)
     from ..training.diffusers_backend import DiffusersBackend
 
     be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], tok, prediction_type=cfg.prediction,
