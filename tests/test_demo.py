@@ -28,7 +28,7 @@ def test_shared_lora_was_trained_from_auto_tagged_stars(toy_lora):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #12 open: the shipped toy model does not learn the star from a 100-step "
-                   "LoRA yet (0-12% in the last session's trials); strict, so this fails once it does")
+                   "LoRA yet (0-12% in the trials of 2026-12-02); strict, so this fails once it does")
 def test_lora_teaches_the_new_shape(toy_lora, toy_backend):
     from lora_trainer.toy.demo import star_rate
 

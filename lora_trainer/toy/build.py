@@ -61,9 +61,10 @@ def say(msg: str) -> None:
 
 
 def caption_forms(scene) -> tuple[str, str]:
-    """The two captions a base image trains with: the world's own (``red circle, white background, …``) and
-    the form a trigger-word caption has, the shape's name in the trigger's place (``circle, red, white
-    background, …``). A model that saw only the first drew a blue square for ``zkw, red, white background``:
+    """The two caption texts of a base image: the world's own (``red circle, white background, …``) and the
+    form a trigger-word caption has, the shape's name in the trigger's place (``circle, red, white
+    background, …``); the third form, an unknown word in that place, is made from the second's token ids
+    (``unknown_word_ids``). A model that saw only the first drew a blue square for ``zkw, red, white background``:
     a colour standing alone as a tag was new to it, so a LoRA had to teach the caption form and the new shape
     at once (100 steps drew no star)."""
     return caption(scene), caption(scene, trigger=scene.shape)
@@ -345,6 +346,8 @@ def unknown_word_ids(tok, trigger_form: torch.Tensor, world_tokens: set, cfg: Bu
     is never one of them."""
     from .demo import TRIGGER
 
+    for name in BASE_SHAPES:  # row[1] below must be the whole shape name
+        assert len(tok(name).input_ids) == 3, f"{name!r} is not one CLIP token"
     specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
     never = world_tokens | specials | set(tok(TRIGGER).input_ids)
     vocab = np.array([i for i in range(len(tok)) if i not in never])
@@ -368,8 +371,6 @@ def tokenize_captions(tok, captions: list, cfg: BuildConfig,
     ids = torch.stack([enc[[row[c] for c in forms]] for forms in captions])
     empty_ids = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     world = set(ids.flatten().tolist()) | set(empty_ids.tolist())
-    for name in BASE_SHAPES:
-        assert len(tok(name).input_ids) == 3, f"{name!r} is not one CLIP token"
     unknown, pool = unknown_word_ids(tok, ids[:, 1], world, cfg, rng)
     return torch.cat([ids, unknown[:, None]], dim=1), empty_ids, sorted(world), pool
 
