@@ -146,6 +146,11 @@ def test_full_run_over_http(api, tmp_path):
     downloaded.write_bytes(r.content)
     tensors = load_file(str(downloaded))
     assert any(k.startswith("lora_unet_") and k.endswith(".lora_up.weight") for k in tensors)
+    # "Use in the WebUI" needs the WebUI's Lora folder: standalone it says where the file is instead
+    r = client.post("/projects/amy/outputs/zkw.safetensors/publish")
+    assert r.status_code == 409 and "no WebUI Lora folder" in r.json()["error"], r.text
+    assert str(service.project("amy").output / "zkw.safetensors") in r.json()["hint"]
+    assert client.post("/projects/amy/outputs/nothing.safetensors/publish").status_code == 404
     # 9. generate with and without the LoRA (<lora:NAME:W> in the prompt picks the output file)
     r = client.post("/projects/amy/generate", json={"prompts": ["zkw, red circle <lora:zkw:1>"], "seeds": [5],
                                                     "steps": 2, "size": 32})

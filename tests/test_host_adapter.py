@@ -97,6 +97,22 @@ def random_lora_file(webui_double, path, name: str, scale: float = 0.5):
     return net
 
 
+def publish_over_http(service, name: str, file: str) -> dict:
+    """POST …/outputs/FILE/publish on a FastAPI app with our routes mounted, over real HTTP."""
+    httpx = pytest.importorskip("httpx")
+    from fastapi import FastAPI
+
+    from lora_trainer.api import PREFIX, mount_routes
+    from lora_trainer.api.serve import BackgroundServer
+
+    app = FastAPI()
+    assert mount_routes(app, service, enabled=True, auth=None)
+    with BackgroundServer(app) as srv:
+        r = httpx.post(f"{srv.url}{PREFIX}/projects/{name}/outputs/{file}/publish", timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 # ---------------------------------------------------------------------------------------------- training in place
 
 def test_train_through_service_in_place_with_progress_lock_and_hooks(webui_double):
@@ -161,6 +177,10 @@ def test_train_through_service_in_place_with_progress_lock_and_hooks(webui_doubl
         d.shared.opts.data.pop("lora_trainer_publish", None)
     assert picked == d.lora_dir / "tok-step000002.safetensors" and picked.is_file()
     assert "tok-step000002" in d.networks.available_networks and again == published
+    # ... and over the API (our routes as on_app_started mounts them): the copy already there is named
+    over_http = publish_over_http(service, name, "tok-step000002.safetensors")
+    assert over_http == {"file": "tok-step000002.safetensors", "path": str(picked), "name": "tok-step000002",
+                         "prompt": "<lora:tok-step000002:1>"}
 
     # a test image through the host's txt2img, with and without the LoRA (same seed)
     calls = d.m("processing").calls

@@ -276,6 +276,15 @@ class FileList(BaseModel):
     files: List[FileEntry]
 
 
+class Published(BaseModel):
+    """Where "Use in the WebUI" put a LoRA file, and what to type in txt2img."""
+
+    file: str = Field(..., description="the project's output file that was copied")
+    path: str = Field(..., description="the copy in the WebUI's Lora folder")
+    name: str = Field(..., description="its name in the Lora list (unique: other weights keep theirs)")
+    prompt: str = Field(..., description="what to add to a txt2img prompt, e.g. <lora:name:1>")
+
+
 class CaptionEntry(BaseModel):
     image: str
     tags: List[str]

@@ -49,7 +49,7 @@ def status_for(exc: UserError) -> int:
     if msg.startswith(("no project", "no image", "no output", "no lora", "no training job", "no job",
                        "folder not found", "no images")):
         return 404
-    if "already exists" in msg or "has a running job" in msg:
+    if "already exists" in msg or "has a running job" in msg or msg.startswith("there is no webui"):
         return 409
     return 400
 

@@ -332,6 +332,13 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         check_name(file, "output file name")
         return send_file(service.output_path(name, file), file)
 
+    @router.post("/projects/{name}/outputs/{file}/publish", response_model=M.Published,
+                 summary="Use a LoRA file in the WebUI: copy it into its Lora folder under a unique name")
+    def publish_output(name: str, file: str):
+        check_name(file, "output file name")
+        target = service.publish_output(name, file)
+        return {"file": file, "path": str(target), "name": target.stem, "prompt": f"<lora:{target.stem}:1>"}
+
     # ---- anything else under our prefix: our JSON 404/405, behind the same auth -------------------
     async def not_found(request: Request):
         for route in router.routes:
