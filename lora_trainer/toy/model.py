@@ -60,7 +60,7 @@ BASE_PROMPTS = (
     ("yellow square, white background, small, bottom left", "square", "yellow"),
 )
 SAMPLE_STEPS = 20
-CFG_SCALE = 5.0
+CFG_SCALE = 3.0  # base quality on 8×16 seeds: 0.984 (5.0: 0.945); a ring LoRA on a frame world: 91 % (5.0: 66 %)
 
 PathLike = Union[str, Path]
 
