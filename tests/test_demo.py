@@ -16,26 +16,24 @@ pytestmark = needs_diffusers
 SEEDS = tuple(range(1000, 1016))
 
 
-def test_shared_lora_was_trained_from_auto_tagged_stars(toy_lora):
+def test_shared_lora_was_trained_from_auto_tagged_rings(toy_lora):
     from lora_trainer.toy.demo import N_IMAGES, TRIGGER
 
     captions = sorted(toy_lora.image_dir.glob("*.txt"))
     assert len(captions) == N_IMAGES
     texts = [c.read_text(encoding="utf-8").strip() for c in captions]
     assert all(t.startswith(TRIGGER + ", ") for t in texts)
-    assert not any("star" in t for t in texts), "the trigger word, not the shape's name, carries the concept"
+    assert not any("ring" in t for t in texts), "the trigger word, not the shape's name, carries the concept"
     assert toy_lora.figures["train"]["steps"] == TEST_LORA_STEPS
 
 
-@pytest.mark.xfail(strict=True, reason="issue #12 open: the shipped toy model does not learn the star from a 100-step "
-                   "LoRA yet (0-12% in the trials of 2026-12-02); strict, so this fails once it does")
 def test_lora_teaches_the_new_shape(toy_lora, toy_backend):
-    from lora_trainer.toy.demo import star_rate
+    from lora_trainer.toy.demo import new_shape_rate
 
-    with_lora = star_rate(toy_backend, toy_lora.lora, SEEDS)
-    without = star_rate(toy_backend, None, SEEDS)
-    assert with_lora >= 0.80, f"star in {with_lora:.0%} of generations with the LoRA"
-    assert without <= 0.10, f"star in {without:.0%} of generations without the LoRA"
+    with_lora = new_shape_rate(toy_backend, toy_lora.lora, SEEDS)
+    without = new_shape_rate(toy_backend, None, SEEDS)
+    assert with_lora >= 0.80, f"ring in {with_lora:.0%} of generations with the LoRA"
+    assert without <= 0.10, f"ring in {without:.0%} of generations without the LoRA"
 
 
 def test_lora_at_weight_zero_is_the_base_model(toy_lora, toy_backend):
@@ -63,16 +61,15 @@ def test_demo_command_end_to_end(tmp_path):
     assert by_name["IMG_broken.jpg"]["status"] == "skipped"
     assert by_name["IMG_0000 (1).png"]["status"] == "skipped"
     assert sum(f["status"] == "ok" for f in report["files"]) == N_IMAGES
-    assert any(n.startswith("星星_") for n in by_name), "CJK names kept as they are"
+    assert any(n.startswith("圆环_") for n in by_name), "CJK names kept as they are"
     assert (out / "photos" / "IMG_broken.jpg").stat().st_size == 0, "the source folder is only read"
     # the sideways JPEG was turned upright: the render it came from, within JPEG noise (not its rotation)
     import numpy as np
 
-    from lora_trainer.toy.demo import DATASET_SEED
-    from lora_trainer.toy.world import NEUTRAL_BACKGROUNDS, NEW_SHAPE, render, sample_scene
+    from lora_trainer.toy.demo import DATASET_SEED, dataset_scenes
+    from lora_trainer.toy.world import render
 
-    rng = np.random.default_rng(DATASET_SEED)
-    scenes = [sample_scene(rng, shapes=(NEW_SHAPE,), backgrounds=NEUTRAL_BACKGROUNDS) for _ in range(2)]
+    scenes = dataset_scenes(np.random.default_rng(DATASET_SEED))
     truth = np.asarray(render(scenes[1]), dtype=np.float32)
     got = np.asarray(Image.open(out / "dataset" / "10_zkw" / "IMG_0001.png").convert("RGB"), dtype=np.float32)
     assert np.abs(got - truth).mean() < 3 < np.abs(got - np.rot90(truth)).mean()

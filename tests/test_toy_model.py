@@ -20,8 +20,12 @@ def test_weights_are_small_and_carry_their_recipe():
     assert M.WEIGHTS.stat().st_size < 12e6
     md = M.read_metadata()
     assert md["format"] == M.FORMAT
-    assert md["script"] == "python -m lora_trainer.toy.build"
+    assert md["script"].startswith("python -m lora_trainer.toy.build")
     assert isinstance(md["build_config"], dict) and "seed" in md["build_config"]
+    if "--continue" in md["script"]:  # a continued build lists every phase, the first one the plain build
+        phases = md["phases"]
+        assert len(phases) >= 2 and phases[0]["build_config"] == md["build_config"]
+        assert all(p["unet_steps"] > 0 for p in phases[1:])
     figures = md["figures"]
     assert figures["unet_steps"] > 0 and figures["vae_steps"] > 0
     assert 0.0 <= figures["base_quality"] <= 1.0
@@ -85,10 +89,10 @@ def test_base_model_draws_the_prompted_shape_and_colour(toy_backend):
     assert q["rate"] >= 0.70, q["per_prompt"]
 
 
-def test_base_model_never_draws_a_star(toy_backend):
-    from lora_trainer.toy.demo import star_rate
+def test_base_model_never_draws_the_new_shape(toy_backend):
+    from lora_trainer.toy.demo import new_shape_rate
 
-    assert star_rate(toy_backend, None, tuple(range(16))) <= 0.10
+    assert new_shape_rate(toy_backend, None, tuple(range(16))) <= 0.10
 
 
 def test_demo_dataset_is_a_kohya_folder_of_the_base_world(tmp_path):

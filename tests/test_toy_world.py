@@ -77,6 +77,10 @@ def test_render_pixels():
     assert tuple(img[32, 32]) == W.COLOURS["red"] and tuple(img[0, 0]) == W.BACKGROUNDS["white"]
     ring = np.asarray(W.render(W.Scene("ring", "blue", "black", "large", "center")))
     assert tuple(ring[32, 32]) == W.BACKGROUNDS["black"] and tuple(ring[32, 32 + 13]) == W.COLOURS["blue"]
+    frame = np.asarray(W.render(W.Scene("frame", "yellow", "gray", "large", "center")))
+    assert tuple(frame[32, 32]) == W.BACKGROUNDS["gray"] and tuple(frame[32, 32 + 13]) == W.COLOURS["yellow"]
+    # the frame's corners are filled, the ring's are not: the frame is a hollow square, the ring a hollow circle
+    assert tuple(frame[32 - 16, 32 - 16]) == W.COLOURS["yellow"] and tuple(ring[32 - 16, 32 - 16]) == W.BACKGROUNDS["black"]
     tri = np.asarray(W.render(W.Scene("triangle", "green", "white", "large", "center")))
     top, bottom = (tri[16:20] != W.BACKGROUNDS["white"]).any(2).sum(), (tri[44:48] != 240).any(2).sum()
     assert top < bottom / 3  # apex up
@@ -91,7 +95,7 @@ def test_make_dataset_writes_images_and_captions(tmp_path):
     assert names == [f"{i:04d}.{ext}" for i in range(6) for ext in ("png", "txt")]
     for i, s in enumerate(scenes):
         text = (tmp_path / "new" / f"{i:04d}.txt").read_text().strip()
-        assert text == W.caption(s, "zkw") and text.startswith("zkw, ") and "star" not in text
+        assert text == W.caption(s, "zkw") and text.startswith("zkw, ") and W.NEW_SHAPE not in text
         img = Image.open(tmp_path / "new" / f"{i:04d}.png")
         assert img.size == (64, 64) and img.mode == "RGB"
         assert np.array_equal(np.asarray(img), np.asarray(W.render(s)))
@@ -132,7 +136,7 @@ def test_detector_rejects_images_without_a_shape():
     assert not matches(plain) and not matches(noise[0], colour="red")
 
 
-def test_detector_reads_any_size_and_the_spare_concept():
+def test_detector_reads_any_size_and_every_extra_shape():
     big = W.render(W.Scene("ring", "yellow", "blue", "large", "bottom right")).resize((256, 256))
     d = detect(big)
     assert (d.shape, d.colour, d.background, d.size, d.position) == ("ring", "yellow", "blue", "large",

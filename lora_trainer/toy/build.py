@@ -2,8 +2,8 @@
 
 Trains, on CPU and seeded, first the VAE (reconstruction of world images) and then the UNet together
 with the text encoder (noise prediction on the VAE's latents, captions dropped 10% of the time so
-classifier-free guidance works). Data is the BASE world only: circle/square/triangle on white, black
-or gray; the star the demo teaches is never shown. Each phase runs a fixed number of steps, scaled
+classifier-free guidance works). Data is the BASE world only: circle/square/triangle/frame on white,
+black or gray; the ring the demo teaches is never shown. Each phase runs a fixed number of steps, scaled
 down when the time budget (``--minutes``, measured on the first steps) would not fit them, so the build
 ends in time on a busy 2-core machine; the steps actually run are recorded in the file's metadata
 together with the config, the seed and the measured figures (VAE reconstruction and base quality).
@@ -66,7 +66,7 @@ def caption_forms(scene) -> tuple[str, str]:
     background, …``); the third form, an unknown word in that place, is made from the second's token ids
     (``unknown_word_ids``). A model that saw only the first drew a blue square for ``zkw, red, white background``:
     a colour standing alone as a tag was new to it, so a LoRA had to teach the caption form and the new shape
-    at once (100 steps drew no star)."""
+    at once (100 steps drew no new shape)."""
     return caption(scene), caption(scene, trigger=scene.shape)
 
 
@@ -79,8 +79,8 @@ def make_images(cfg: BuildConfig, rng: np.random.Generator) -> tuple[torch.Tenso
 def make_vae_images(n: int, rng: np.random.Generator) -> torch.Tensor:
     """Base-world scenes turned by a random angle, for the VAE only.
 
-    Still circles, squares and triangles (never a star), but with edges at every orientation, so the
-    VAE reconstructs shapes it has not seen (the star a LoRA will teach) instead of only three outlines.
+    Still the base shapes (never a ring), but with edges at every orientation, so the VAE reconstructs
+    shapes it has not seen (the ring a LoRA will teach) instead of only four outlines.
     """
     from PIL import Image
 
@@ -180,12 +180,12 @@ def train_vae(vae, images: torch.Tensor, cfg: BuildConfig, seconds: float, gen: 
 
 @torch.no_grad()
 def vae_check(vae, n: int = 48, seed: int = 99) -> dict:
-    """Detector accuracy on VAE reconstructions: base shapes, and the star the VAE never saw."""
+    """Detector accuracy on VAE reconstructions: base shapes, and the new shape (ring) the VAE never saw."""
     from .detector import matches
 
     rng = np.random.default_rng(seed)
     out = {}
-    for label, shapes in (("base", BASE_SHAPES), ("star", (NEW_SHAPE,))):
+    for label, shapes in (("base", BASE_SHAPES), ("new", (NEW_SHAPE,))):
         scenes = [sample_scene(rng, shapes=shapes, backgrounds=NEUTRAL_BACKGROUNDS) for _ in range(n)]
         x = to_pixels(torch.from_numpy(np.stack([np.asarray(render(s)) for s in scenes])).permute(0, 3, 1, 2))
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
@@ -334,7 +334,7 @@ def centre_latents(vae, mean: torch.Tensor) -> torch.Tensor:
 def unknown_word_ids(tok, trigger_form: torch.Tensor, world_tokens: set, cfg: BuildConfig,
                      rng: np.random.Generator) -> tuple[torch.Tensor, list]:
     """The trigger's form with an unknown word (1–2 tokens the world never uses) where the shape's name was:
-    ``<unknown>, red, white background, …`` captions a circle, square or triangle in red.
+    ``<unknown>, red, white background, …`` captions a base shape in red.
 
     Why: a user's trigger word is a token the model has never learned. A toy text encoder that saw only
     its twenty words turned every caption holding one into noise (the prompt's colour and background lost
@@ -393,8 +393,8 @@ def build(out: Path, cfg: BuildConfig) -> dict:
     say(f"VAE: up to {cfg.vae_steps} steps in {cfg.vae_share * train_seconds / 60:.1f} min")
     vae_steps = train_vae(parts["vae"], make_vae_images(cfg.images // 2, rng), cfg, cfg.vae_share * train_seconds, gen)
     vae_acc = vae_check(parts["vae"])
-    say(f"VAE reconstructions judged by the detector: base {vae_acc['base']:.2f}, star (never seen) "
-        f"{vae_acc['star']:.2f}")
+    say(f"VAE reconstructions judged by the detector: base {vae_acc['base']:.2f}, {NEW_SHAPE} (never seen) "
+        f"{vae_acc['new']:.2f}")
     mean, std = encode_all(parts["vae"], images)
     say("latent channel means before centring: " + " ".join(f"{v:.2f}" for v in mean.mean(dim=(0, 2, 3))))
     mean = centre_latents(parts["vae"], mean)
@@ -418,7 +418,7 @@ def build(out: Path, cfg: BuildConfig) -> dict:
         say(f"  {r:.2f}  {p}")
     minutes = (time.time() - started) / 60
     figures = {"base_quality": q["rate"], "base_quality_seeds": cfg.eval_seeds, "per_prompt": q["per_prompt"],
-               "vae_detector_base": vae_acc["base"], "vae_detector_star": vae_acc["star"],
+               "vae_detector_base": vae_acc["base"], "vae_detector_new": vae_acc["new"],
                "vae_steps": vae_steps, "unet_steps": unet_steps, "build_minutes": round(minutes, 1),
                "threads": cfg.threads}
     M.save(out, parts, token_ids, {"build_config": asdict(cfg), "seed": str(cfg.seed), "figures": figures,

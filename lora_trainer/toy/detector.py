@@ -13,7 +13,7 @@ quantities that blur does not change, and it learns nothing:
    slope. Each candidate, rendered with exactly that geometry and blur, is compared with the coverage
    map, and the closest wins. A blurred square still matches a blurred
    square template better than any circle; a blob that matches nothing well is no shape at all
-   (``shape=None``), so junk never counts as a star.
+   (``shape=None``), so junk never counts as a ring.
 
 ``detect(img)`` returns a ``Detection``; ``matches(img, shape=, colour=)`` is the yes/no the
 evaluations count.

@@ -3,7 +3,8 @@
 Why it exists: on a fresh CPU machine with no download, ``demo`` (and every command run without
 ``--base-model``) must show a LoRA teaching a model something real. Random weights only prove plumbing;
 this model was trained (``python -m lora_trainer.toy.build``) on the base world (circle, square, triangle
-in four colours on white/black/gray) and has never seen a star, so a star LoRA is a visible new concept.
+and frame in four colours on white/black/gray) and has never seen a ring, so a ring LoRA is a visible new
+concept.
 
 Architecture = Stable Diffusion 1.x at toy scale, so the trainer, the kohya key names and the generator
 are exactly the ones a real SD1 model uses:
@@ -56,7 +57,7 @@ BASE_PROMPTS = (
     ("yellow circle, black background, small, top left", "circle", "yellow"),
     ("red square, gray background, large, bottom right", "square", "red"),
     ("blue triangle, white background, small, center", "triangle", "blue"),
-    ("green circle, gray background, large, top right", "circle", "green"),
+    ("green frame, gray background, large, top right", "frame", "green"),
     ("yellow square, white background, small, bottom left", "square", "yellow"),
 )
 SAMPLE_STEPS = 20

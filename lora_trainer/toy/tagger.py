@@ -20,7 +20,7 @@ from .world import ALL_SHAPES
 
 
 class ToyTagger:
-    """Tags toy-world images. ``omit_shape_names``: shapes tagged by colour only (``red``, not ``red star``).
+    """Tags toy-world images. ``omit_shape_names``: shapes tagged by colour only (``red``, not ``red ring``).
 
     Use ``omit_shape_names=(NEW_SHAPE,)`` with a trigger word so the trigger, not the shape's name,
     carries the new concept — as in ``make_dataset(..., trigger=...)`` captions.

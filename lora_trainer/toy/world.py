@@ -3,12 +3,15 @@
 Why a world of our own: on a fresh CPU machine with no model download, the demo must still show a LoRA
 teaching a model something real. A tiny (few-M-parameter) diffusion model can learn this world in
 minutes because its vocabulary is small and every word is far apart in pixel space: four saturated
-colours, seven backgrounds (white, black, gray and the four colours, never the shape's own), three base
-shapes, two sizes, five positions, and optionally diagonal stripes on the background.
+colours, seven backgrounds (white, black, gray and the four colours, never the shape's own), four base
+shapes (circle, square, triangle and a hollow square, the frame), two sizes, five positions, and
+optionally diagonal stripes on the background.
 
-The base model is trained on ``BASE_SHAPES`` only. ``NEW_SHAPE`` (a five-pointed star) never appears
-in its data; the demo teaches it with a LoRA, bound to a trigger word. ``ring`` is a spare new concept
-the detector also knows, should the star prove too hard for a tiny model.
+The base model is trained on ``BASE_SHAPES`` only. ``NEW_SHAPE`` (a ring: a circle with a hole) never
+appears in its data; the demo teaches it with a LoRA, bound to a trigger word. The frame is in the base
+world so that "a shape with a hole" is something the model can already draw: the LoRA then only has to
+bind the circle's outline to that hole, which a 100-step LoRA on a tiny model can do (a five-pointed
+star, also drawable and detected, is too far from anything the base model knows; see README).
 
 Caption order (fixed; the toy tagger emits the same order)::
 
@@ -36,9 +39,9 @@ from PIL import Image, ImageDraw
 SIZE = 64
 SUPERSAMPLE = 4  # shapes are drawn at 4× and box-filtered down: clean anti-aliased edges
 
-BASE_SHAPES = ("circle", "square", "triangle")
-NEW_SHAPE = "star"
-EXTRA_SHAPES = ("star", "ring")
+BASE_SHAPES = ("circle", "square", "triangle", "frame")
+NEW_SHAPE = "ring"
+EXTRA_SHAPES = ("ring", "star")
 ALL_SHAPES = BASE_SHAPES + EXTRA_SHAPES
 
 # Shape colours: saturated and far apart in RGB (smallest distance to any background is ~120).
@@ -67,6 +70,7 @@ CENTER_JITTER = 2.0
 STRIPE_PERIOD = 12.0
 STRIPE_AMPLITUDE = 18.0
 STAR_INNER = 0.45           # inner/outer radius: fatter arms than the classic 0.38 survive blur
+HOLE = 0.5                  # hole/outer size of the ring and the frame
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def sample_scene(rng: np.random.Generator, shapes: Sequence[str] = BASE_SHAPES,
 
 def _unit_polygon(shape: str) -> list[tuple[float, float]]:
     """Polygon vertices in the box [-1, 1]² (y down), filling it in both axes."""
-    if shape == "square":
+    if shape in ("square", "frame"):
         return [(-1, -1), (1, -1), (1, 1), (-1, 1)]
     if shape == "triangle":
         return [(0, -1), (1, 1), (-1, 1)]
@@ -167,11 +171,14 @@ def shape_mask(shape: str, cx: float, cy: float, half: float, size: int = SIZE) 
     big = Image.new("L", (size * s, size * s), 0)
     draw = ImageDraw.Draw(big)
     box = [(cx - half) * s, (cy - half) * s, (cx + half) * s, (cy + half) * s]
+    inner = [(cx - half * HOLE) * s, (cy - half * HOLE) * s, (cx + half * HOLE) * s, (cy + half * HOLE) * s]
     if shape in ("circle", "ring"):
         draw.ellipse(box, fill=255)
         if shape == "ring":
-            inner = half * 0.5
-            draw.ellipse([(cx - inner) * s, (cy - inner) * s, (cx + inner) * s, (cy + inner) * s], fill=0)
+            draw.ellipse(inner, fill=0)
+    elif shape == "frame":
+        draw.rectangle(box, fill=255)
+        draw.rectangle(inner, fill=0)
     else:
         draw.polygon([((cx + x * half) * s, (cy + y * half) * s) for x, y in _unit_polygon(shape)],
                      fill=255)

@@ -66,13 +66,13 @@ def run_sweep(evaluate: Callable[[float], float], grid: Sequence[float] = GRID,
 
 def toy_setup(work: Path, device=None):
     """(backend, dataset root, judge) for the real sweep: the toy model, the demo's prepared dataset, and
-    the demo's star rate over its 64 test seeds."""
+    the demo's new-shape (ring) rate over its 64 test seeds."""
     from ..toy import demo
     from ..toy import model as M
 
     be = M.backend(device)
     run = demo.prepare_dataset(demo.DemoRun(Path(work), be, say=lambda m: None))
-    return be, run.dataset_root, lambda lora: demo.star_rate(be, lora)
+    return be, run.dataset_root, lambda lora: demo.new_shape_rate(be, lora)
 
 
 def denoise_rate(backend, data_dir, lora, cfg, seeds: Sequence[int] = tuple(range(64))) -> float:
