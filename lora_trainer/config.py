@@ -288,7 +288,7 @@ def dump_toml(data: dict) -> str:
 # The recipe scaled to the embedded toy model (INTERFACES.md §4). The unet lr is the toy LR sweep's best
 # (python -m lora_trainer.bench --only lr-sweep, 2026-12-02, on the shipped toy model; the ring found with the
 # LoRA, share of the 64 test generations): 2.5e-4 0.02 · 5e-4 0.05 · 1e-3 0.53 · 2e-3 0.73 · 4e-3 0.80 ·
-# 8e-3 0.86 · 1.6e-2 0.03 (broken) · 3.2e-2 0.00. The LR estimate on the same data: 0.0395 (×4.9 of the best).
+# 8e-3 0.86 · 1.6e-2 0.03 (broken) · 3.2e-2 0.00. The LR estimate on the same data: 0.0123 (×1.54 of the best).
 TOY_PRESET: dict = {
     "resolution": 64, "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_step": 8,
     "rank": 8, "alpha": 4.0, "repeats": 10, "epochs": 2, "batch_size": 4,
