@@ -218,6 +218,26 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_is_removed(make_bac
     assert_base_unchanged(be, snap)
 
 
+def test_diffusers_gradient_checkpointing_switches_both_models_without_deprecation_warnings():
+    """On and off for the UNet and the text encoder, through whichever name this transformers has
+    (``activation_checkpointing_*`` in 5.x, whose old name warns; only ``gradient_checkpointing_*`` in 4.30)."""
+    import warnings
+
+    if not HAS_DIFFUSERS:
+        pytest.skip("needs diffusers: the WebUI 1.10 host profile has none (INTERFACES.md §6)")
+    from tiny_sd import tiny_backend
+
+    be = tiny_backend()
+    te_flag = "is_activation_checkpointing" if hasattr(be.text_encoder, "is_activation_checkpointing") \
+        else "is_gradient_checkpointing"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        be.set_gradient_checkpointing(True)
+        assert be.unet.is_gradient_checkpointing and getattr(be.text_encoder, te_flag)
+        be.set_gradient_checkpointing(False)
+        assert not be.unet.is_gradient_checkpointing and not getattr(be.text_encoder, te_flag)
+
+
 def test_latent_disk_cache_lives_in_the_job_folder_and_skips_encoding(make_backend, data_dir, tmp_path):
     """``cache_latents_to_disk``: the first run writes one latent file per image into the job folder (never
     beside the images); a second run over the same job folder encodes nothing and trains to the same weights."""

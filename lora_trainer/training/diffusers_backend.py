@@ -98,12 +98,15 @@ class DiffusersBackend:
         return {"unet": self.unet, "te": self.text_encoder, "vae": self.vae}
 
     def set_gradient_checkpointing(self, on: bool) -> None:
+        # transformers 5 renamed the text encoder's switch (the old name warns, and goes in v6); the WebUI's
+        # 4.30 has only the old one.
+        te = self.text_encoder
         if on:
             self.unet.enable_gradient_checkpointing()
-            self.text_encoder.gradient_checkpointing_enable()
+            (getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable)()
         else:
             self.unet.disable_gradient_checkpointing()
-            self.text_encoder.gradient_checkpointing_disable()
+            (getattr(te, "activation_checkpointing_disable", None) or te.gradient_checkpointing_disable)()
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
