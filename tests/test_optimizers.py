@@ -151,3 +151,14 @@ def test_dadapt_probe_uses_adams_bias_correction_like_the_run_it_estimates_for()
     assert [g["use_bias_correction"] for g in opt.param_groups] == [True, True]
     assert [g["lr"] for g in opt.param_groups] == [1.0, 1.0]
     assert [g["layer_scale"] for g in opt.param_groups] == pytest.approx([1.0, 0.1])
+
+
+@pytest.mark.parametrize("name, package", [("DAdaptAdam", "dadaptation"), ("Prodigy", "prodigyopt")])
+def test_adaptive_optimizers_print_nothing(name, package, capsys):
+    """Both packages print a line when built; on stdout it would land before ``estimate --json``'s last line
+    and in the middle of the demo's progress."""
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed in this venv")
+    unet, _ = _groups()
+    build_optimizer(name, [{"params": list(unet.parameters()), "lr": 1.0}], torch.device("cpu"))
+    assert capsys.readouterr().out == ""

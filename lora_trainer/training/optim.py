@@ -7,6 +7,8 @@ without bitsandbytes is an error naming the alternatives.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 from typing import Iterable, Optional
@@ -80,7 +82,9 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
         # Adam's bias correction on, as in the AdamW/AdamW8bit run the estimate is for: without it the
         # early steps are 3-10x smaller and d grows to make up for it (toy preset: d·lr 0.040 without,
         # 0.012 with; the LR sweep's best is 0.008, see README "The LR estimate").
-        return DAdaptAdam(groups, weight_decay=weight_decay, decouple=True, use_bias_correction=True), name, None
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using decoupled weight decay"
+            opt = DAdaptAdam(groups, weight_decay=weight_decay, decouple=True, use_bias_correction=True)
+        return opt, name, None
     if name == "Prodigy":
         try:
             from prodigyopt import Prodigy
@@ -91,7 +95,9 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
             warning = "Prodigy adapts one learning rate for all parts: the text encoder uses the UNet's"
             log.warning(warning)
         groups = [{**g, "lr": top} for g in param_groups]
-        return Prodigy(groups, weight_decay=weight_decay, decouple=True), name, warning
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using decoupled weight decay"
+            opt = Prodigy(groups, weight_decay=weight_decay, decouple=True)
+        return opt, name, warning
     raise UserError(f"unknown optimizer {name!r}", "see --help for the choices")
 
 
