@@ -16,7 +16,7 @@ import random
 import resource
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
@@ -55,7 +55,8 @@ def sd15_components(device: torch.device, dtype: torch.dtype = torch.float32, se
     te = CLIPTextModel(CLIPTextConfig(**te_cfg))
     parts = {"unet": unet, "vae": vae, "text_encoder": te, "tokenizer": load_clip_tokenizer()}
     for k in ("unet", "vae", "text_encoder"):
-        parts[k].to(device, dtype).eval()
+        # built in fp32: a cast only when asked (diffusers warns about any dtype given to .to())
+        parts[k].to(device, *(() if dtype == torch.float32 else (dtype,))).eval()
     return parts
 
 
@@ -190,7 +191,8 @@ def bench_baseline(parts: dict, device: torch.device, size: int, batch: int, ran
 
 # --------------------------------------------------------------------------------------------- rows
 
-def _train_rows(model: str, device: torch.device, quick: bool) -> list[dict]:
+def _train_rows(model: str, device: torch.device, quick: bool) -> Iterator[dict]:
+    """The baseline, ours and ours in bf16, each yielded when measured."""
     if model == "tiny":
         parts = tiny_parts(device)
         size, batch, rank, alpha, steps, warmup = 64, 2, 8, 4.0, 10 if quick else 30, 2
@@ -199,23 +201,21 @@ def _train_rows(model: str, device: torch.device, quick: bool) -> list[dict]:
         parts = sd15_components(device)
         size, batch, rank, alpha = (512 if on_gpu else 256), 1, 128, 64.0
         steps, warmup = (50, 5) if on_gpu else (3, 1)
-    rows = []
-    base = bench_baseline(parts, device, size, batch, rank, alpha, steps, warmup)
-    ours = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW")
     tag = f"{model} {size}px bs{batch} r{rank} {device.type}"
-    rows.append({"row": f"train-baseline {tag}", "s_per_step": base["s_per_step"], "it_s": base["it_s"],
-                 "peak_mb": base["peak_mb"]})
-    rows.append({"row": f"train-ours {tag}", "s_per_step": ours["s_per_step"], "it_s": ours["it_s"],
-                 "peak_mb": ours["peak_mb"], "cache_s": ours["cache_s"], "modules": ours["modules"],
-                 "ratio_to_baseline": ours["s_per_step"] / base["s_per_step"]})
+    base = bench_baseline(parts, device, size, batch, rank, alpha, steps, warmup)
+    yield {"row": f"train-baseline {tag}", "s_per_step": base["s_per_step"], "it_s": base["it_s"],
+           "peak_mb": base["peak_mb"]}
+    ours = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW")
+    yield {"row": f"train-ours {tag}", "s_per_step": ours["s_per_step"], "it_s": ours["it_s"],
+           "peak_mb": ours["peak_mb"], "cache_s": ours["cache_s"], "modules": ours["modules"],
+           "ratio_to_baseline": ours["s_per_step"] / base["s_per_step"]}
     bf = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW",
                     mixed_precision="bf16")
-    rows.append({"row": f"train-ours-bf16 {tag}", "s_per_step": bf["s_per_step"], "it_s": bf["it_s"],
-                 "peak_mb": bf["peak_mb"], "ratio_to_baseline": bf["s_per_step"] / base["s_per_step"]})
-    return rows
+    yield {"row": f"train-ours-bf16 {tag}", "s_per_step": bf["s_per_step"], "it_s": bf["it_s"],
+           "peak_mb": bf["peak_mb"], "ratio_to_baseline": bf["s_per_step"] / base["s_per_step"]}
 
 
-ROW_PROVIDERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
+ROW_PROVIDERS: dict[str, Callable[[argparse.Namespace], Iterable[dict]]] = {
     "train-tiny": lambda a: _train_rows("tiny", a.device, a.quick),
     "train-sd15": lambda a: _train_rows("sd15", a.device, a.quick),
 }
@@ -255,6 +255,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer timed steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--model", choices=("tiny", "sd15"), default="tiny",
+                   help="optimizers: the model its rows train (sd15: random-initialised SD1.5, rank 128)")
     p.add_argument("--sweep-json", metavar="FILE", help="lr-sweep: also write the sweep's full figures to FILE")
     args = p.parse_args(argv)
     args.device = torch.device(args.device)

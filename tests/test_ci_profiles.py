@@ -130,3 +130,25 @@ def test_test_tools_are_installed():
         name = line.split("#")[0].strip()
         if name:
             assert _version(re.split(r"[<>=!~\[ ]", name)[0])
+
+
+def test_device_check_is_valid_bash_and_carries_the_standalone_pins():
+    """``.ci/device-check`` (the prepared GPU run, README "Benchmark") installs wheels of what the device image
+    lacks; their versions must be the standalone profile's, or the GPU figures come from another stack."""
+    script = REPO / ".ci" / "device-check"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", (REPO / "requirements" / "standalone.txt").read_text(),
+                             re.M))
+    pinned = {k.split("[")[0].lower().replace("_", "-"): v for k, v in pinned.items()}
+    carried = re.findall(r"([A-Za-z0-9_.\-]+)==([0-9][^\s)]*)", text[text.index("WHEELS=("):text.index("if [[")])
+    assert {n.lower().replace("_", "-") for n, _ in carried} >= {"diffusers", "bitsandbytes", "dadaptation",
+                                                                "prodigyopt"}
+    for name, version in carried:
+        key = name.lower().replace("_", "-")
+        if key in pinned:
+            assert version == pinned[key], f"{name}=={version} in .ci/device-check, {pinned[key]} in standalone.txt"
+    from lora_trainer.toy.tokenizer import WHEEL_SPEC  # the CLIP vocabulary's wheel
+
+    assert WHEEL_SPEC in text

@@ -1,11 +1,15 @@
-"""Bench rows for the training features: each optimizer, gradient checkpointing, torch.compile, batch 1 and 4.
+"""Bench rows for the training features: each optimizer, gradient checkpointing, torch.compile, batch 1 and 4,
+bf16 autocast.
 
-``python -m lora_trainer.bench --only optimizers``. Every row times our real ``Trainer._step`` on cached
-latents (the recipe's networks on UNet and text encoder) through the same warm-up the forecast uses, on
-the tiny random model (64 px, rank 8) on the bench's device. One factor changes per row against the
-``base`` row (AdamW, batch 1, no checkpointing, no compile), and ``vs_base`` is its time per image
-relative to the base. A feature that cannot run here (Lion8bit without bitsandbytes, inductor without a
-working compiler) gives a row with ``skipped`` and the reason instead of a figure.
+``python -m lora_trainer.bench --only optimizers [--model sd15]``. Every row times our real ``Trainer._step``
+on cached latents (the recipe's networks on UNet and text encoder) through the same warm-up the forecast uses,
+on the bench's device: the tiny random model (64 px, rank 8) by default, or with ``--model sd15`` a
+random-initialised full-size SD1.5 at rank 128, alpha 64 (512 px on CUDA, 256 px elsewhere: the goal of
+issue #15 is measured on a GPU). One factor changes per row against the ``base`` row (AdamW, batch 1, no
+checkpointing, no compile, the device's default precision: fp16 autocast on CUDA, fp32 on CPU), and
+``vs_base`` is its time per image relative to the base. A feature that cannot run here (Lion8bit without
+bitsandbytes, inductor without a working compiler) gives a row with ``skipped`` and the reason instead of a
+figure. torch.compile's row comes last: its compile time (``first_steps_s``) is the longest.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import argparse
 import contextlib
 import tempfile
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
-SIZE, RANK, ALPHA = 64, 8, 4.0
+SIZE, RANK, ALPHA = 64, 8, 4.0  # the tiny model's rows
+MODELS = ("tiny", "sd15")
 
 
 def _variants() -> list[tuple[str, dict]]:
@@ -27,8 +32,9 @@ def _variants() -> list[tuple[str, dict]]:
     rows = [("base", {})]
     rows += [(f"optimizer={name}", {"optimizer": name}) for name in OPTIMIZERS if name != "AdamW"]
     rows += [("gradient_checkpointing=on", {"gradient_checkpointing": True}),
-             ("compile=on", {"compile": True}),
-             ("batch=4", {"batch_size": 4})]
+             ("batch=4", {"batch_size": 4}),
+             ("mixed_precision=bf16", {"mixed_precision": "bf16"}),
+             ("compile=on", {"compile": True})]
     return rows
 
 
@@ -60,39 +66,54 @@ def time_variant(backend, scan, cfg, steps: int, untimed: int = 2) -> dict:
             "first_steps_s": first, "optimizer": used}
 
 
-def feature_rows(args: argparse.Namespace) -> list[dict]:
+def model_setup(model: str, device: torch.device) -> tuple[dict, dict]:
+    """The parts and the base config of one bench model: the tiny random model, or random-initialised SD1.5
+    with the recipe's rank 128 / alpha 64 (512 px on CUDA, 256 px elsewhere)."""
+    from ..bench import sd15_components, tiny_parts
+
+    if model == "tiny":
+        return tiny_parts(device), dict(resolution=SIZE, min_bucket_reso=32, max_bucket_reso=128, bucket_step=8,
+                                        rank=RANK, alpha=ALPHA)
+    if model == "sd15":
+        size = 512 if device.type == "cuda" else 256
+        return sd15_components(device), dict(resolution=size, min_bucket_reso=256, max_bucket_reso=1024,
+                                             bucket_step=64, rank=128, alpha=64.0)
+    raise ValueError(f"unknown bench model {model!r} (one of {', '.join(MODELS)})")
+
+
+def feature_rows(args: argparse.Namespace) -> Iterator[dict]:
+    """The rows one by one, so each is printed when measured (a run stopped at its time limit keeps them)."""
     from ..config import TrainConfig
     from ..errors import UserError
-    from ..bench import tiny_parts
     from . import data as D
     from .diffusers_backend import DiffusersBackend
     from .tiny import tiny_dataset
 
     device = args.device
+    model = getattr(args, "model", None) or "tiny"
     steps = 5 if getattr(args, "quick", False) else 20
-    parts = tiny_parts(device)
+    parts, shape = model_setup(model, device)
     be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
-                          name="tiny-random")
-    base = dict(resolution=SIZE, min_bucket_reso=32, max_bucket_reso=128, bucket_step=8, rank=RANK, alpha=ALPHA,
-                batch_size=1, optimizer="AdamW", save_fractions=[], sync_every=1000)
-    rows: list[dict] = []
+                          name=f"{model}-random")
+    base = dict(**shape, batch_size=1, optimizer="AdamW", save_fractions=[], sync_every=1000)
+    size = shape["resolution"]
     base_per_img: Optional[float] = None
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_dataset(tmp, n=4, size=SIZE, repeats=10, name="bench")
+        tiny_dataset(tmp, n=4, size=size, repeats=10, name="bench")
         scan = D.scan_dataset(tmp, 1)
         for label, override in _variants():
             cfg = TrainConfig(**{**base, **override})
-            name = f"feature {label} tiny {SIZE}px bs{cfg.batch_size} r{RANK} {device.type}"
+            name = f"feature {label} {model} {size}px bs{cfg.batch_size} r{cfg.rank} {device.type}"
             try:
                 r = time_variant(be, scan, cfg, steps)
             except UserError as exc:
-                rows.append({"row": name, "skipped": exc.message})
+                yield {"row": name, "skipped": exc.message}
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. inductor without a working C++ compiler
                 if not cfg.compile:
                     raise
-                rows.append({"row": name, "skipped": f"torch.compile failed here: {type(exc).__name__}: "
-                                                     f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"})
+                yield {"row": name, "skipped": f"torch.compile failed here: {type(exc).__name__}: "
+                                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"}
                 continue
             per_img = r["s_per_step"] / cfg.batch_size
             if label == "base":
@@ -100,5 +121,4 @@ def feature_rows(args: argparse.Namespace) -> list[dict]:
             row = {"row": name, **r}
             if base_per_img:
                 row["vs_base"] = per_img / base_per_img
-            rows.append(row)
-    return rows
+            yield row
