@@ -96,3 +96,12 @@ def scaled_linear_alphas_cumprod(num_train_timesteps: int = 1000, beta_start: fl
     """SD's scaled-linear schedule in float32 (what ldm and diffusers' SD configs both use)."""
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor onto ``device`` without a host synchronisation: a plain copy from pageable memory to a
+    GPU waits for the stream, so on CUDA it goes through pinned memory (PyTorch's caching host allocator,
+    cheap to repeat) as a non-blocking copy. Elsewhere a plain ``.to``."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

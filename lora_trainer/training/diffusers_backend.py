@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import names
-from .backend import scaled_linear_alphas_cumprod
+from .backend import scaled_linear_alphas_cumprod, to_device
 from .ldm_backend import clip_te_lora_targets as select_te_targets  # one TE rule for both backends
 
 UNET_ATTN_CLASSES = ("Transformer2DModel", "SpatialTransformer")
@@ -76,7 +76,7 @@ class DiffusersBackend:
                               max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
 
     def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
-        ids = self.tokenize(captions).to(self.device)
+        ids = to_device(self.tokenize(captions), self.device)
         if self.clip_skip <= 1:
             return self.text_encoder(ids)[0]
         out = self.text_encoder(ids, output_hidden_states=True)

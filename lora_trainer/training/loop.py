@@ -24,7 +24,7 @@ from ..compat import autocast, grad_scaler
 from ..config import TrainConfig, sanitize_name
 from ..errors import Cancelled, NonFiniteLoss, UserError
 from . import data as D
-from .backend import ModelBackend, frozen
+from .backend import ModelBackend, frozen, to_device
 from .network import LoRANetwork
 from .optim import build_optimizer, build_scheduler
 from .saving import SAVE_DTYPES, build_metadata, save_lora, write_sidecar
@@ -131,7 +131,9 @@ class Trainer:
         self.device = backend.device
         self.result = TrainResult(output=None)
         self.started = time.time()
-        self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        # Noise and timesteps are drawn on the training device: a CPU draw copied to a GPU is a host
+        # synchronisation every step (a copy from pageable memory waits for the stream).
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
 
     # ---- precision -----------------------------------------------------------------------------------
@@ -254,14 +256,15 @@ class Trainer:
 
     def _step(self, idxs: list[int], accumulate: bool) -> torch.Tensor:
         cfg, be = self.cfg, self.backend
-        latents = torch.stack([self.latents[i] for i in idxs]).to(self.device, non_blocking=True)
+        latents = to_device(torch.stack([self.latents[i] for i in idxs]), self.device)  # on it already if cached
         captions = [D.process_caption(self.scan.items[i].caption, self.rng, cfg.shuffle_caption, cfg.keep_tokens,
                                       cfg.caption_dropout_rate) for i in idxs]
         b = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=self.gen).to(self.device)
+        dev = self.device
+        noise = torch.randn(latents.shape, generator=self.gen, device=dev)
         if cfg.noise_offset > 0:
-            noise = noise + cfg.noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=self.gen).to(self.device)
-        t = torch.randint(0, self.alphas.shape[0], (b,), generator=self.gen).to(self.device)
+            noise = noise + cfg.noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=self.gen, device=dev)
+        t = torch.randint(0, self.alphas.shape[0], (b,), generator=self.gen, device=dev)
         ac_t = self.alphas[t]
         noisy = add_noise(latents, noise, ac_t)
         with autocast(self.device.type, self.amp_dtype):
