@@ -69,6 +69,23 @@ def tiny_parts(device: torch.device) -> dict:
     return parts
 
 
+BENCH_MODELS = ("tiny", "sd15")
+
+
+def bench_model(model: str, device: torch.device) -> tuple[dict, dict]:
+    """The parts and the LoRA shape of one bench model, for the training rows and the feature rows alike: the
+    tiny random model at 64 px, rank 8, or random-initialised SD1.5 with the recipe's rank 128 / alpha 64
+    (512 px on CUDA, 256 px elsewhere)."""
+    if model == "tiny":
+        return tiny_parts(device), dict(resolution=64, min_bucket_reso=32, max_bucket_reso=128, bucket_step=8,
+                                        rank=8, alpha=4.0)
+    if model == "sd15":
+        size = 512 if device.type == "cuda" else 256
+        return sd15_components(device), dict(resolution=size, min_bucket_reso=256, max_bucket_reso=1024,
+                                             bucket_step=64, rank=128, alpha=64.0)
+    raise ValueError(f"unknown bench model {model!r} (one of {', '.join(BENCH_MODELS)})")
+
+
 # --------------------------------------------------------------------------------------------- our loop
 
 def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: int, alpha: float, steps: int,
@@ -193,14 +210,13 @@ def bench_baseline(parts: dict, device: torch.device, size: int, batch: int, ran
 
 def _train_rows(model: str, device: torch.device, quick: bool) -> Iterator[dict]:
     """The baseline, ours and ours in bf16, each yielded when measured."""
+    parts, shape = bench_model(model, device)
+    size, rank, alpha = shape["resolution"], shape["rank"], shape["alpha"]
     if model == "tiny":
-        parts = tiny_parts(device)
-        size, batch, rank, alpha, steps, warmup = 64, 2, 8, 4.0, 10 if quick else 30, 2
+        batch, steps, warmup = 2, 10 if quick else 30, 2
     else:
-        on_gpu = device.type == "cuda"
-        parts = sd15_components(device)
-        size, batch, rank, alpha = (512 if on_gpu else 256), 1, 128, 64.0
-        steps, warmup = (50, 5) if on_gpu else (3, 1)
+        batch = 1
+        steps, warmup = (50, 5) if device.type == "cuda" else (3, 1)
     tag = f"{model} {size}px bs{batch} r{rank} {device.type}"
     base = bench_baseline(parts, device, size, batch, rank, alpha, steps, warmup)
     yield {"row": f"train-baseline {tag}", "s_per_step": base["s_per_step"], "it_s": base["it_s"],
@@ -255,7 +271,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer timed steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--model", choices=("tiny", "sd15"), default="tiny",
+    p.add_argument("--model", choices=BENCH_MODELS, default="tiny",
                    help="optimizers: the model its rows train (sd15: random-initialised SD1.5, rank 128)")
     p.add_argument("--sweep-json", metavar="FILE", help="lr-sweep: also write the sweep's full figures to FILE")
     args = p.parse_args(argv)

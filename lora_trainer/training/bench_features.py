@@ -22,9 +22,6 @@ from typing import Iterator, Optional
 
 import torch
 
-SIZE, RANK, ALPHA = 64, 8, 4.0  # the tiny model's rows
-MODELS = ("tiny", "sd15")
-
 
 def _variants() -> list[tuple[str, dict]]:
     from ..config import OPTIMIZERS
@@ -66,23 +63,9 @@ def time_variant(backend, scan, cfg, steps: int, untimed: int = 2) -> dict:
             "first_steps_s": first, "optimizer": used}
 
 
-def model_setup(model: str, device: torch.device) -> tuple[dict, dict]:
-    """The parts and the base config of one bench model: the tiny random model, or random-initialised SD1.5
-    with the recipe's rank 128 / alpha 64 (512 px on CUDA, 256 px elsewhere)."""
-    from ..bench import sd15_components, tiny_parts
-
-    if model == "tiny":
-        return tiny_parts(device), dict(resolution=SIZE, min_bucket_reso=32, max_bucket_reso=128, bucket_step=8,
-                                        rank=RANK, alpha=ALPHA)
-    if model == "sd15":
-        size = 512 if device.type == "cuda" else 256
-        return sd15_components(device), dict(resolution=size, min_bucket_reso=256, max_bucket_reso=1024,
-                                             bucket_step=64, rank=128, alpha=64.0)
-    raise ValueError(f"unknown bench model {model!r} (one of {', '.join(MODELS)})")
-
-
 def feature_rows(args: argparse.Namespace) -> Iterator[dict]:
     """The rows one by one, so each is printed when measured (a run stopped at its time limit keeps them)."""
+    from ..bench import bench_model
     from ..config import TrainConfig
     from ..errors import UserError
     from . import data as D
@@ -92,7 +75,7 @@ def feature_rows(args: argparse.Namespace) -> Iterator[dict]:
     device = args.device
     model = getattr(args, "model", None) or "tiny"
     steps = 5 if getattr(args, "quick", False) else 20
-    parts, shape = model_setup(model, device)
+    parts, shape = bench_model(model, device)
     be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
                           name=f"{model}-random")
     base = dict(**shape, batch_size=1, optimizer="AdamW", save_fractions=[], sync_every=1000)
