@@ -82,9 +82,8 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
         # Adam's bias correction on, as in the AdamW/AdamW8bit run the estimate is for: without it the
         # early steps are 3-10x smaller and d grows to make up for it (toy preset: d·lr 0.040 without,
         # 0.012 with; the LR sweep's best is 0.008, see README "The LR estimate").
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using decoupled weight decay"
-            opt = DAdaptAdam(groups, weight_decay=weight_decay, decouple=True, use_bias_correction=True)
-        return opt, name, None
+        return _quietly(DAdaptAdam, groups, weight_decay=weight_decay, decouple=True,
+                        use_bias_correction=True), name, None
     if name == "Prodigy":
         try:
             from prodigyopt import Prodigy
@@ -95,10 +94,16 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
             warning = "Prodigy adapts one learning rate for all parts: the text encoder uses the UNet's"
             log.warning(warning)
         groups = [{**g, "lr": top} for g in param_groups]
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using decoupled weight decay"
-            opt = Prodigy(groups, weight_decay=weight_decay, decouple=True)
-        return opt, name, warning
+        return _quietly(Prodigy, groups, weight_decay=weight_decay, decouple=True), name, warning
     raise UserError(f"unknown optimizer {name!r}", "see --help for the choices")
+
+
+def _quietly(cls, *args, **kwargs):
+    """Build an optimizer whose constructor prints ("Using decoupled weight decay": dadaptation, prodigyopt)
+    without it reaching stdout, where it would land in the demo's progress and before ``estimate --json``'s
+    last line."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cls(*args, **kwargs)
 
 
 def lr_lambda(name: str, total_steps: int, warmup: int, cycles: int = 1, power: float = 1.0):
