@@ -205,6 +205,7 @@ class JobRunner:
                 self._update(item.job_id, status=RUNNING, started=time.time())
             self._emit(item.job_id, RUNNING, {})
             self._run(item)
+            item = None  # the finished job's closure (and what it holds) is not kept alive while idle
 
     def _run(self, item: _Pending) -> None:
         ctx = self._contexts[item.job_id]

@@ -202,11 +202,15 @@ class Service:
     def preprocess(self, name: str, options: Optional[dict] = None) -> str:
         """Import + crop + background (+ tag) from ``source/`` into the dataset folder."""
         from .prepare.config import PrepareConfig, TagConfig, split_options
+        from .prepare.pipeline import tag_config
+        from .tagging.autotag import ready_tagger
 
         p = self.project(name)
         prep_opts, tag_opts = split_options(dict(options or {}))
         prep = from_dict(PrepareConfig, prep_opts)
         tag = from_dict(TagConfig, tag_opts) if tag_opts else None
+        if tag_config(prep, tag).tagger != "none":  # a missing tagger is refused now, not as a failed job
+            ready_tagger(tag_config(prep, tag))
         dest = self.dataset_dir(name)
 
         def job(ctx: JobContext) -> dict:
@@ -225,10 +229,11 @@ class Service:
         self.project(name)
         cfg = from_dict(TagConfig, dict(options or {}))
         folder = self.dataset_dir(name)
+        from .tagging.autotag import ready_tagger, tag_folder
 
-        def job(ctx: JobContext) -> dict:
-            from .tagging.autotag import tag_folder
+        ready_tagger(cfg)  # unknown or unavailable: refused now (a 400 from the API), not as a failed job
 
+        def job(ctx: JobContext) -> dict:  # its own tagger, so the model it loads is freed with the job
             report = tag_folder(folder, cfg, progress=ctx.progress, should_stop=ctx.should_stop)
             return {k: v for k, v in report.items() if k != "files"}
 

@@ -292,6 +292,29 @@ def test_errors_are_json_4xx_without_traceback_and_nan_is_null(env, monkeypatch)
     assert r.status_code == 200 and r.json()["records"] == [{"step": 1, "loss": None}, {"step": 2, "loss": 0.5}]
 
 
+def test_a_tagger_that_cannot_run_is_refused_before_any_job(env):
+    """An unknown or unavailable tagger is a 400 on the POST that names what is missing, not a 202 and a
+    failed job later; nothing is queued. A tagger that can run still gets its 202."""
+    c, service = env["client"], env["service"]
+    empty = env["ws"] / "no-wd14-model"
+    empty.mkdir()
+    jobs_before = {j["id"] for j in c.get("/jobs").json()}
+    for r, text, hint in [
+        (c.post("/projects/p/tag", json={"tagger": "wd14", "model_dir": str(empty)}), "not available", "install"),
+        (c.post("/projects/p/tag", json={"tagger": "deepbooru"}), "unknown tagger", "inside the WebUI"),
+        (c.post("/projects/p/tag", json={"tagger": "none"}), "no tagger chosen", "toy"),
+        (c.post("/projects/p/preprocess", json={"prepare": {"tagger": "wd14"}, "tag": {"model_dir": str(empty)}}),
+         "not available", "install"),
+    ]:
+        assert r.status_code == 400, (r.request.url, r.status_code, r.text)
+        assert text in r.json()["error"] and hint in r.json()["hint"], r.json()
+    assert str(empty) in c.post("/projects/p/tag", json={"tagger": "wd14", "model_dir": str(empty)}).json()["error"]
+    assert {j["id"] for j in c.get("/jobs").json()} == jobs_before
+    r = c.post("/projects/p/tag", json={"tagger": "toy"})
+    assert r.status_code == 202, r.text
+    assert service.runner.wait(r.json()["job"], 60)["status"] in ("finished", "failed")  # (no dataset yet)
+
+
 def test_serve_refuses_an_open_address_without_a_token(monkeypatch, tmp_path, capsys):
     from lora_trainer import cli
     from lora_trainer.api.security import is_loopback

@@ -79,6 +79,30 @@ def test_failures_are_reported_and_the_runner_goes_on(tmp_path):
     r.shutdown()
 
 
+def test_a_finished_job_keeps_nothing_it_held_alive(tmp_path):
+    """What a job's closure holds (a tagger's model, a backend) is freed when the job ends, even while the
+    runner then waits idle for the next job."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    r = JobRunner(tmp_path)
+    held = Big()
+    ref = weakref.ref(held)
+    jid = r.submit("x", lambda ctx, big=held: {"ok": big is not None})
+    del held
+    assert r.wait(jid, 10)["status"] == FINISHED
+    for _ in range(50):  # the worker drops its reference just after the state says finished
+        gc.collect()
+        if ref() is None:
+            break
+        time.sleep(0.02)
+    assert ref() is None
+    r.shutdown()
+
+
 def test_restart_lists_jobs_and_marks_interrupted(tmp_path):
     r = JobRunner(tmp_path)
     done = r.submit("train", lambda ctx: {"ok": 1})

@@ -135,3 +135,11 @@ def test_prepare_with_a_tagger_writes_captions(toy_folder, tmp_path):
     with pytest.raises(UserError, match="unknown tagger"):  # before any image is processed
         prepare_folder(toy_folder, tmp_path / "out2", PrepareConfig(size=64, tagger="nope"))
     assert not (tmp_path / "out2" / "img0.png").exists()
+    # the tagger and trigger may come with the tagging options instead (the API's {"tag": {...}})
+    rep = prepare_folder(toy_folder, tmp_path / "out3", PrepareConfig(size=64),
+                         tag_cfg=TagConfig(tagger="toy", trigger="qqx"))
+    assert rep["tagging"]["counts"] == {"tagged": 2}
+    assert (tmp_path / "out3" / "img0.txt").read_text("utf-8").startswith("qqx, red circle")
+    rep = prepare_folder(toy_folder, tmp_path / "out4", PrepareConfig(size=64, trigger="zkw"),
+                         tag_cfg=TagConfig())
+    assert "tagging" not in rep and not (tmp_path / "out4" / "img0.txt").exists()  # no tagger: no captions

@@ -212,14 +212,24 @@ def _load_batch(cfg: PrepareConfig, dest: Path, workers: int) -> _Batch:
     return batch
 
 
+def tag_config(cfg: PrepareConfig, tag_cfg: Optional[TagConfig] = None) -> TagConfig:
+    """The tagging config of a prepare run: ``tag_cfg``'s thresholds, and the tagger and trigger of the
+    prepare config where it sets them, else ``tag_cfg``'s (so ``{"tag": {"tagger": "wd14"}}`` tags too).
+    Its ``tagger`` is ``none`` when neither chose one."""
+    tag_cfg = tag_cfg or TagConfig()
+    return dataclasses.replace(tag_cfg, tagger=cfg.tagger if cfg.tagger != "none" else tag_cfg.tagger,
+                               trigger=cfg.trigger or tag_cfg.trigger)
+
+
 def prepare_folder(src: Union[str, Path], dest: Union[str, Path], cfg: Optional[PrepareConfig] = None,
                    progress: Optional[R.ProgressFn] = None, should_stop: Optional[Callable[[], bool]] = None,
                    tag_cfg: Optional[TagConfig] = None) -> dict:
     """Import, crop and cut out every image of ``src`` (a folder or a .zip) into ``dest``.
 
     Writes ``<stem>.png`` (+ ``<stem>.mask.png`` with a background model, ``<stem>.txt`` when the source
-    had a caption or a tagger ran), ``previews/`` and ``report.json``; returns the report. With
-    ``cfg.tagger`` set, captions are written by ``tagging.autotag`` with ``tag_cfg``'s thresholds.
+    had a caption or a tagger ran), ``previews/`` and ``report.json``; returns the report. With a tagger
+    chosen (``cfg.tagger`` or ``tag_cfg.tagger``), captions are written by ``tagging.autotag`` with
+    ``tag_cfg``'s thresholds.
     """
     cfg = check_prepare(cfg or PrepareConfig())
     started = time.time()
@@ -309,12 +319,11 @@ def _run(cfg, sources: list, dest: Path, files: list, progress, should_stop, tag
     R.safe_call(progress, R.StepProgress("scan", len(candidates), len(candidates)))
     batch = _load_batch(cfg, dest, workers) if todo else None
     tagger = None
-    if cfg.tagger != "none" and todo:
-        tcfg = dataclasses.replace(tag_cfg or TagConfig(), tagger=cfg.tagger,
-                                   trigger=cfg.trigger or (tag_cfg.trigger if tag_cfg else ""))
-        from ..tagging.registry import get_tagger
+    tcfg = tag_config(cfg, tag_cfg)
+    if tcfg.tagger != "none" and todo:
+        from ..tagging.autotag import ready_tagger
 
-        tagger = get_tagger(tcfg.tagger, tcfg)  # fails now, before any image is processed
+        tagger = ready_tagger(tcfg)  # fails now, before any image is processed
     used: set = set()
     stems = {p: _out_stem(rels[p], used) for p in todo}
     done = [0]

@@ -133,17 +133,24 @@ def tag_paths(paths: Sequence[Path], tagger: Tagger, cfg, progress: Optional[Cal
             "seconds": round(time.time() - started, 3)}
 
 
+def ready_tagger(cfg) -> Tagger:
+    """``cfg.tagger``, ready to use, or a UserError now: unknown, unavailable (what is missing) or none.
+    Cheap (no model is loaded), so the API and the tab ask before queueing a tagging job."""
+    from .registry import get_tagger
+
+    tagger = get_tagger(cfg.tagger, cfg)
+    if tagger is None:
+        raise UserError("no tagger chosen", "give --tagger toy, wd14 (or deepbooru/clip in the WebUI)")
+    return tagger
+
+
 def tag_folder(folder, cfg, tagger: Optional[Tagger] = None, progress: Optional[Callable] = None,
                should_stop: Optional[Callable[[], bool]] = None, write_report: bool = True) -> dict:
     """Tag every image in ``folder`` (the ``tag`` command); ``folder/tag-report.json`` says what happened."""
-    from .registry import get_tagger
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}", "give --input a folder of images")
-    tagger = tagger or get_tagger(cfg.tagger, cfg)
-    if tagger is None:
-        raise UserError("no tagger chosen", "give --tagger toy, wd14 (or deepbooru/clip in the WebUI)")
+    tagger = tagger or ready_tagger(cfg)
     images = list_images(folder)
     if not images:
         raise UserError(f"no images in {folder}", f"put {', '.join(IMAGE_EXTS)} files there")
