@@ -2,7 +2,7 @@
 range and choices (drift test), and a property-based run over the schema with schemathesis finds no 5xx.
 
 schemathesis needs anyio >= 4.5; the WebUI host profile pins anyio 3, so that part runs in the standalone
-profile only (requirements/standalone.txt)."""
+profile only (requirements/test-standalone.txt)."""
 
 from __future__ import annotations
 

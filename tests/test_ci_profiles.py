@@ -121,6 +121,9 @@ def test_standalone_profile_has_its_pins():
     assert sys.version_info[:2] >= (3, 11)
     pins = _pins(REPO / "requirements" / "standalone.txt")
     assert {"torch", "diffusers", "transformers", "peft"} <= set(pins)
+    tools = _pins(REPO / "requirements" / "test-standalone.txt")
+    assert {"schemathesis", "playwright"} <= set(tools) and not set(tools) & set(pins)  # README's install: no tools
+    pins.update(tools)
     wrong = {n: (v, _version(n)) for n, v in pins.items() if ip.release(_version(n)) != ip.release(v)}
     assert wrong == {}
 
