@@ -13,7 +13,7 @@ import torch
 
 from lora_trainer.config import OPTIMIZERS, SCHEDULERS
 from lora_trainer.errors import UserError
-from lora_trainer.training.optim import build_optimizer, build_scheduler, lr_lambda
+from lora_trainer.training.optim import _quietly, build_optimizer, build_scheduler, lr_lambda
 
 CLASS_OF = {  # optimizer name -> (module prefix, class name) of what it must build
     "AdamW8bit": ("bitsandbytes", "AdamW8bit"),
@@ -162,3 +162,27 @@ def test_adaptive_optimizers_print_nothing(name, package, capsys):
     unet, _ = _groups()
     build_optimizer(name, [{"params": list(unet.parameters()), "lr": 1.0}], torch.device("cpu"))
     assert capsys.readouterr().out == ""
+    # only the package's own print is silenced, and only while it builds: stdout itself is left alone
+    import sys
+    import threading
+
+    started, go_on = threading.Event(), threading.Event()
+    cls = type(build_optimizer(name, [{"params": list(unet.parameters()), "lr": 1.0}], torch.device("cpu"))[0])
+    mod = sys.modules[cls.__module__]
+
+    class Slow(cls):
+        def __init__(self, *a, **k):
+            started.set()
+            go_on.wait(10)
+            super().__init__(*a, **k)
+
+    Slow.__module__ = cls.__module__
+    t = threading.Thread(target=lambda: _quietly(Slow, [{"params": list(unet.parameters()), "lr": 1.0}],
+                                                 decouple=True))
+    t.start()
+    assert started.wait(10)
+    print("from another thread")  # while the optimizer is being built
+    go_on.set()
+    t.join(10)
+    assert capsys.readouterr().out == "from another thread\n"
+    assert "print" not in vars(mod)  # the builtin again

@@ -7,10 +7,9 @@ without bitsandbytes is an error naming the alternatives.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
+import sys
 from typing import Iterable, Optional
 
 import torch
@@ -101,9 +100,18 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
 def _quietly(cls, *args, **kwargs):
     """Build an optimizer whose constructor prints ("Using decoupled weight decay": dadaptation, prodigyopt)
     without it reaching stdout, where it would land in the demo's progress and before ``estimate --json``'s
-    last line."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    last line. Only the print of the optimizer's own module is silenced (a module global shadows the
+    builtin), not stdout: a print from another thread meanwhile (the WebUI's console) still shows."""
+    mod = vars(sys.modules[cls.__module__])
+    had, before = "print" in mod, mod.get("print")
+    mod["print"] = lambda *a, **k: None
+    try:
         return cls(*args, **kwargs)
+    finally:
+        if had:
+            mod["print"] = before
+        else:
+            del mod["print"]
 
 
 def lr_lambda(name: str, total_steps: int, warmup: int, cycles: int = 1, power: float = 1.0):
