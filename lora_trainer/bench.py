@@ -91,15 +91,13 @@ def bench_model(model: str, device: torch.device) -> tuple[dict, dict]:
 def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: int, alpha: float, steps: int,
                warmup: int, optimizer: str = "AdamW", mixed_precision: str = "auto",
                gradient_checkpointing: bool = False) -> dict:
-    """Our Trainer's step on cached latents: returns s/step, it/s, peak memory, latent-cache seconds."""
+    """Our Trainer's step on cached latents: returns s/step, it/s, peak memory, latent-cache seconds per image."""
     import tempfile
-    from pathlib import Path
 
     from .config import TrainConfig
     from .training import data as D
-    from .training.backend import frozen
     from .training.diffusers_backend import DiffusersBackend
-    from .training.loop import Trainer
+    from .training.forecast import warm_trainer
     from .training.tiny import tiny_dataset
 
     be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
@@ -111,33 +109,25 @@ def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: i
                           bucket_step=8 if size < 256 else 64, rank=rank, alpha=alpha, batch_size=batch,
                           optimizer=optimizer, mixed_precision=mixed_precision, save_fractions=[],
                           gradient_checkpointing=gradient_checkpointing, sync_every=steps + warmup)
-        tr = Trainer(be, scan, cfg, Path(tmp) / "out", name="bench")
-        tr.alphas = be.alphas_cumprod().to(device)
-        tr.v_pred = False
-        with frozen(*be.modules().values()):
-            tr._prepare_data()
-            tr._prepare_network()
-            if gradient_checkpointing:
-                be.set_gradient_checkpointing(True)
-            rng = random.Random(0)
-            batches = D.epoch_batches(tr.bucket_of, tr.repeats, batch, rng)
-            with tr.network.applied():
-                for i in range(warmup):
-                    tr._step(batches[i % len(batches)], False)
-                _sync(device)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                t0 = time.perf_counter()
-                loss = torch.zeros((), device=device)
-                for i in range(steps):
-                    loss += tr._step(batches[(warmup + i) % len(batches)], False)
-                float(loss)
-                _sync(device)
-                dt = (time.perf_counter() - t0) / steps
-            if gradient_checkpointing:
-                be.set_gradient_checkpointing(False)
-        return {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device), "cache_s": tr.cache_seconds,
-                "optimizer": tr.result.optimizer, "modules": len(tr.network)}
+        # The run's set-up (forecast.warm_trainer), then its epoch order over the cached latents.
+        with warm_trainer(be, scan, cfg) as (tr, _):
+            batches = D.epoch_batches(tr.bucket_of, tr.repeats, batch, random.Random(0))
+            for i in range(warmup):
+                tr._step(batches[i % len(batches)], False)
+            _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            loss = torch.zeros((), device=device)
+            for i in range(steps):
+                loss += tr._step(batches[(warmup + i) % len(batches)], False)
+            float(loss)
+            _sync(device)
+            dt = (time.perf_counter() - t0) / steps
+            optimizer_used, modules = tr.result.optimizer, len(tr.network)
+            cache_per_image = tr.cache_seconds / max(1, len(tr.latents))
+        return {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device),
+                "cache_s_per_image": cache_per_image, "optimizer": optimizer_used, "modules": modules}
 
 
 # --------------------------------------------------------------------------------------------- baseline
@@ -223,7 +213,7 @@ def _train_rows(model: str, device: torch.device, quick: bool) -> Iterator[dict]
            "peak_mb": base["peak_mb"]}
     ours = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW")
     yield {"row": f"train-ours {tag}", "s_per_step": ours["s_per_step"], "it_s": ours["it_s"],
-           "peak_mb": ours["peak_mb"], "cache_s": ours["cache_s"], "modules": ours["modules"],
+           "peak_mb": ours["peak_mb"], "cache_s_per_image": ours["cache_s_per_image"], "modules": ours["modules"],
            "ratio_to_baseline": ours["s_per_step"] / base["s_per_step"]}
     bf = bench_ours(parts, device, size, batch, rank, alpha, steps, warmup, optimizer="AdamW",
                     mixed_precision="bf16")
