@@ -61,6 +61,7 @@ FEATURES = {
     "onnxruntime": "ONNX models (background removal, WD14 tagger)",
     "rembg": "background removal",
     "tomli": "TOML config files (JSON configs still work)",
+    "pillow-heif": "HEIC/HEIF photos (iPhone); they are reported as not decodable",
 }
 """Feature switched off when the package it names cannot be installed; the tab shows the text."""
 
@@ -232,6 +233,20 @@ def _plan_tomli(have: Mapping[str, str], python: Sequence[int]) -> Decision:
                     feature="tomli")
 
 
+def _plan_heif(have: Mapping[str, str]) -> Decision:
+    if "pillow-heif" in have:
+        return Decision("pillow-heif", ALREADY, have["pillow-heif"])
+    if "pillow" not in have:
+        return Decision("pillow-heif", OFF, reason="the host has no Pillow (we never install it)",
+                        feature="pillow-heif")
+    # The host's Pillow is a constraint; the bound saves pip from backtracking through every newer release
+    # (0.17 wants Pillow 10.1, 1.0 wants 11.1). WebUI 1.6-1.10 pin Pillow 9.5.0: pillow-heif 0.16.
+    pillow = have["pillow"]
+    bound = "<0.17" if older(pillow, "10.1") else "<1" if older(pillow, "11.1") else ""
+    return Decision("pillow-heif", INSTALL, f"pillow-heif{bound}", f"newest that fits the host's Pillow {pillow}",
+                    feature="pillow-heif")
+
+
 def plan(installed: Mapping[str, str], python: Sequence[int], importable: Iterable[str] = (),
          failed_before: Iterable[str] = (), cv2_from: Iterable[str] = ()) -> list[Decision]:
     """Every decision for a host, in the order install.py carries them out.
@@ -248,7 +263,7 @@ def plan(installed: Mapping[str, str], python: Sequence[int], importable: Iterab
     onnx = _plan_onnxruntime(have)
     decisions = [_plan_peft(have), _plan_bitsandbytes(have), _plan_simple(have, "dadaptation"),
                  _plan_simple(have, "prodigyopt"), onnx, *_plan_rembg(have, python, onnx, list(cv2_from)),
-                 _plan_tomli(have, python)]
+                 _plan_tomli(have, python), _plan_heif(have)]
     failed = set(failed_before)
     out = []
     for d in decisions:

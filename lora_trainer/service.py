@@ -136,7 +136,7 @@ class Service:
     def project_info(self, name: str) -> dict:
         p = self.project(name)
         info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
-        info["source_images"] = _count_images(p.source)
+        info["source_images"] = _count_images(p.source, "source")
         info["dataset_dir"] = str(self.dataset_dir(name))
         info["dataset_images"] = _count_images(self.dataset_dir(name))
         info["outputs"] = sorted(f.name for f in p.output.glob("*.safetensors"))
@@ -179,9 +179,8 @@ class Service:
     def images(self, name: str, where: str = "dataset") -> list[str]:
         p = self.project(name)
         folder = p.source if where == "source" else self.dataset_dir(name)
-        from .training.data import IMAGE_EXTS
-
-        return sorted(f.name for f in folder.glob("*") if f.suffix.lower() in IMAGE_EXTS
+        exts = _image_exts(where)
+        return sorted(f.name for f in folder.glob("*") if f.suffix.lower() in exts
                       and not f.name.endswith(".mask.png")) if folder.is_dir() else []
 
     def delete_image(self, name: str, image: str, where: str = "dataset") -> None:
@@ -400,9 +399,20 @@ class Service:
         return target
 
 
-def _count_images(folder: Path) -> int:
+def _image_exts(where: str) -> tuple:
+    """Image suffixes of a project folder: what the import step takes in ``source``, the training set's in
+    the dataset (which preparation writes as PNG)."""
+    if where == "source":
+        from .prepare.importer import SOURCE_IMAGE_EXTS
+
+        return SOURCE_IMAGE_EXTS
     from .training.data import IMAGE_EXTS
 
+    return IMAGE_EXTS
+
+
+def _count_images(folder: Path, where: str = "dataset") -> int:
     if not folder.is_dir():
         return 0
-    return sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS and not f.name.endswith(".mask.png"))
+    exts = _image_exts(where)
+    return sum(1 for f in folder.iterdir() if f.suffix.lower() in exts and not f.name.endswith(".mask.png"))

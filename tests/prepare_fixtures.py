@@ -275,6 +275,30 @@ GOOD_EXPECTED = {  # name -> words that must appear in its notes or warnings
     "caf\ufffd.jpg": "",
     "corpus.zip/inner.png": "",
 }
+# phone formats, where this venv has their decoders (both CI profiles do: tests/test_ci_profiles.py)
+HAS_HEIF, HAS_AVIF = has("pillow_heif"), has("pillow_avif")
+if HAS_HEIF:
+    GOOD_EXPECTED["IMG_0042.HEIC"] = "orientation 6 applied"  # an iPhone photo held sideways
+if HAS_AVIF:
+    GOOD_EXPECTED["pixel.avif"] = ""
+
+
+def heic_photo(path: Path, w: int, h: int, seed: int, orientation: int = 1) -> Path:
+    """A real HEIC file (pillow-heif's encoder), rotated by ``orientation`` as a phone stores it."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo(w, h, seed).save(path, format="HEIF", exif=exif.tobytes(), quality=90)
+    return path
+
+
+def avif_image(path: Path, w: int, h: int, seed: int) -> Path:
+    import pillow_avif  # noqa: F401 - registers the AVIF plugin
+
+    photo(w, h, seed).save(path, format="AVIF", quality=90)
+    return path
 
 
 def bad_corpus(folder: Path) -> Path:
@@ -313,6 +337,10 @@ def bad_corpus(folder: Path) -> Path:
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as fh:  # a Latin-1 name: not UTF-8
         fh.write(jpeg_bytes(photo(300, 300, 12), quality=90))
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    if HAS_HEIF:
+        heic_photo(folder / "IMG_0042.HEIC", 400, 300, 16, orientation=6)
+    if HAS_AVIF:
+        avif_image(folder / "pixel.avif", 320, 240, 17)
     with zipfile.ZipFile(folder / "corpus.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("../evil.jpg", jpeg_bytes(photo(300, 300, 13)))
         zf.writestr("/abs.jpg", jpeg_bytes(photo(300, 300, 14)))

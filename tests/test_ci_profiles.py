@@ -79,11 +79,19 @@ def test_host_profile_peft_fits_transformers_4_30_and_imports():
 
 @host_only
 def test_host_profile_imports_what_install_py_added():
-    code = ("import rembg, onnxruntime, pymatting, dadaptation, prodigyopt, bitsandbytes, numpy; "
+    code = ("import rembg, onnxruntime, pymatting, dadaptation, prodigyopt, bitsandbytes, pillow_heif, numpy; "
             "print(numpy.__version__)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split()[-1] == "1.26.2"  # rembg --no-deps left the host's numpy alone
+
+
+def test_both_profiles_decode_phone_formats():
+    """HEIC (pillow-heif: standalone pin, install.py in the WebUI) and AVIF (pillow-avif-plugin: standalone pin,
+    a WebUI 1.6+ requirement), so the import tests' HEIC and AVIF files are never skipped in CI."""
+    from lora_trainer.prepare.importer import extra_decoders
+
+    assert extra_decoders() == {"heif", "avif"}
 
 
 @host_only
@@ -107,7 +115,8 @@ def test_install_py_only_added_distributions_to_the_host():
     after = ip.parse_freeze((d / "freeze-after.txt").read_text())
     changes = ip.freeze_changes(before, after)
     assert changes["changed"] == {} and changes["removed"] == {}
-    assert {"peft", "rembg", "onnxruntime", "bitsandbytes"} <= set(changes["added"])
+    assert {"peft", "rembg", "onnxruntime", "bitsandbytes", "pillow-heif"} <= set(changes["added"])
+    assert after["pillow"] == before["pillow"] == "9.5.0"  # pillow-heif took a release that fits the host's
     assert not set(changes["added"]) & ip.PROTECTED
     assert ip.release(after["peft"]) <= (0, 13, 2) and after["numpy"] == before["numpy"] == "1.26.2"
     assert "opencv-python-headless" not in after  # the WebUI's opencv-python provides cv2

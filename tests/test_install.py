@@ -105,9 +105,14 @@ def test_webui_110_gets_exactly_the_missing_packages_at_versions_that_fit():
     assert installs == {
         "peft": "peft==0.13.2", "bitsandbytes": "bitsandbytes==0.45.5", "dadaptation": "dadaptation>=3.2",
         "prodigyopt": "prodigyopt", "onnxruntime": "onnxruntime", "pooch": "pooch", "pymatting": "pymatting",
-        "rembg": "rembg==2.0.69", "tomli": "tomli",
+        "rembg": "rembg==2.0.69", "tomli": "tomli", "pillow-heif": "pillow-heif<0.17",
     }
     assert "4.30.2" in d["peft"].reason and "2.1.2" in d["bitsandbytes"].reason
+    assert "Pillow 9.5.0" in d["pillow-heif"].reason  # the host's Pillow, a constraint: never moved
+    newer = {**WEBUI_110, "Pillow": "10.4.0"}
+    assert by_name(ip.plan(newer, PY310))["pillow-heif"].spec == "pillow-heif<1"
+    assert by_name(ip.plan({**WEBUI_110, "Pillow": "11.3.0"}, PY310))["pillow-heif"].spec == "pillow-heif"
+    assert by_name(ip.plan({**WEBUI_110, "pillow_heif": "0.16.0"}, PY310))["pillow-heif"].action == ip.ALREADY
     assert d["rembg"].no_deps and not any(x.no_deps for n, x in d.items() if n != "rembg")
     assert set(d["rembg"].needs) == {"pooch", "pymatting", "onnxruntime"}
     assert "opencv-python-headless" not in d  # the host's opencv-python provides cv2
@@ -299,7 +304,7 @@ def test_install_py_installs_each_gap_under_the_hosts_constraints(tmp_path):
     assert rc == 0
     assert [c["command"].split('"')[1] for c in launch.calls] == [
         "peft==0.13.2", "bitsandbytes==0.45.5", "dadaptation>=3.2", "prodigyopt", "onnxruntime", "pooch", "pymatting",
-        "rembg==2.0.69", "tomli"]
+        "rembg==2.0.69", "tomli", "pillow-heif<0.17"]
     for call in launch.calls:
         pins = _pins(call["constraints"])
         for name, version in WEBUI_110.items():  # every host version, pinned in every call
@@ -307,7 +312,7 @@ def test_install_py_installs_each_gap_under_the_hosts_constraints(tmp_path):
         assert ("--no-deps" in call["command"]) == call["command"].startswith('install "rembg')
     rembg = next(c for c in launch.calls if "rembg" in c["command"])
     assert _pins(rembg["constraints"])["pooch"] == "9.9"  # what earlier calls added is pinned too
-    assert len([ln for ln in lines if ln.startswith("[LoRA Trainer] ")]) == len(lines) == 9
+    assert len([ln for ln in lines if ln.startswith("[LoRA Trainer] ")]) == len(lines) == 10
     state = json.loads((tmp_path / ip.STATE_FILE).read_text())
     assert state["disabled"] == {} and {d["result"] for d in state["decisions"]} == {"installed"}
     assert "transformers 4.30.2" in state["decisions"][0]["reason"]  # the why is kept for the tab
@@ -338,7 +343,7 @@ def test_a_failing_pip_switches_the_feature_off_and_install_py_still_succeeds(tm
 
 def test_dry_run_installs_nothing(tmp_path):
     rc, launch, lines = _run(tmp_path, dict(WEBUI_110), argv=["--dry-run"])
-    assert rc == 0 and launch.calls == [] and len(lines) == 9
+    assert rc == 0 and launch.calls == [] and len(lines) == 10
     assert not (tmp_path / ip.STATE_FILE).exists()
 
 

@@ -13,9 +13,10 @@ from PIL import Image
 
 from lora_trainer.errors import UserError
 from lora_trainer.prepare.config import PrepareConfig
-from lora_trainer.prepare.importer import ZipLimits, copy_into, decode, extract_zip, unsafe_member
+from lora_trainer.prepare.importer import ZipLimits, browser_view, copy_into, decode, extract_zip, unsafe_member
 from lora_trainer.prepare.pipeline import prepare_folder
-from prepare_fixtures import BAD_EXPECTED, GOOD_EXPECTED, bad_corpus, jpeg_bytes, photo, snapshot
+from prepare_fixtures import (BAD_EXPECTED, GOOD_EXPECTED, HAS_AVIF, HAS_HEIF, avif_image, bad_corpus, heic_photo,
+                              jpeg_bytes, photo, snapshot)
 
 # the corpus holds a 169 MP header on purpose; Pillow warns before our own guard refuses it
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -55,6 +56,13 @@ def test_conversions_are_real(corpus_run):
     by_name = {f["file"]: f for f in rep["files"]}
     rot = by_name["rotated.jpg"]
     assert rot["size"] == [300, 400]  # EXIF 6: the 400x300 file is a portrait
+    if HAS_HEIF:  # the same for an iPhone's HEIC (turned by the decoder, not twice)
+        heic = by_name["IMG_0042.HEIC"]
+        assert heic["size"] == [300, 400] and "EXIF orientation" not in " ".join(heic["notes"])
+        with Image.open(dest / heic["output"]) as im:
+            assert im.mode == "RGB" and im.size == (256, 256) and np.asarray(im).std() > 5
+    if HAS_AVIF:
+        assert by_name["pixel.avif"]["size"] == [320, 240]
     for name in ("cmyk.jpg", "gray16.png", "palette.png", "anim.gif"):
         with Image.open(dest / by_name[name]["output"]) as im:
             assert im.mode == "RGB" and im.size == (256, 256)
@@ -173,3 +181,56 @@ def test_upscale_beyond_the_limit_is_reported(tmp_path):
     f = rep["files"][0]
     assert f["status"] == "ok" and f["upscale"] == pytest.approx(3.2)
     assert any("upscaled x3.20" in w for w in f["warnings"]) and any("small" in w for w in f["warnings"])
+
+
+@pytest.mark.skipif(not HAS_HEIF, reason="pillow-heif not installed (both CI profiles have it)")
+def test_without_a_decoder_a_phone_format_says_what_to_install(tmp_path):
+    """HEIC and AVIF files in a Python that cannot decode them: each reason names the package to install,
+    instead of "not an image". Checked in a child Python where the two plugins cannot be imported."""
+    import subprocess
+    import sys
+
+    heic_photo(tmp_path / "a.heic", 64, 48, 1)
+    files = [tmp_path / "a.heic"]
+    if HAS_AVIF:
+        files.append(avif_image(tmp_path / "b.avif", 64, 48, 2))
+    code = (
+        "import sys\n"
+        "sys.modules['pillow_heif'] = None; sys.modules['pillow_avif'] = None\n"
+        "from pathlib import Path\n"
+        "from lora_trainer.prepare.importer import BadImage, decode, extra_decoders\n"
+        "assert extra_decoders() == frozenset()\n"
+        "for f in sys.argv[1:]:\n"
+        "    try:\n"
+        "        decode(Path(f), 1e9)\n"
+        "        print('decoded')\n"
+        "    except BadImage as exc:\n"
+        "        print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "pillow-heif" in lines[0] and "HEIC" in lines[0]
+    if HAS_AVIF:
+        assert "pillow-avif-plugin" in lines[1] and "AVIF" in lines[1]
+    # with the decoders, the same files decode
+    assert decode(files[0], 1e9).size == (64, 48)
+
+
+@pytest.mark.skipif(not HAS_HEIF, reason="pillow-heif not installed (both CI profiles have it)")
+def test_browser_view_gives_heic_a_jpeg_thumbnail_once_and_leaves_web_formats_alone(tmp_path):
+    src = heic_photo(tmp_path / "IMG_1.HEIC", 1200, 900, 3, orientation=6)
+    cache = tmp_path / "thumbs"
+    thumb = browser_view(src, cache)
+    assert thumb.parent == cache and thumb.suffix == ".jpg"
+    with Image.open(thumb) as im:
+        assert im.format == "JPEG" and im.size == (384, 512)  # upright, longest side 512
+    mtime = thumb.stat().st_mtime_ns
+    assert browser_view(src, cache) == thumb and thumb.stat().st_mtime_ns == mtime  # made once
+    png = tmp_path / "x.png"
+    photo(32, 32, 1).save(png)
+    assert browser_view(png, cache) == png
+    bad = tmp_path / "broken.heic"
+    bad.write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    assert browser_view(bad, cache) == bad  # not decodable: shown as it is, the report says why
+    assert sorted(p.name for p in cache.iterdir()) == [thumb.name]

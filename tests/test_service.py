@@ -20,6 +20,35 @@ def _world_images(folder, n=4):
     return sorted(folder.iterdir())
 
 
+def test_phone_formats_are_source_images_and_the_tab_shows_heic_by_a_thumbnail(tmp_path):
+    """A HEIC (or TIFF) photo is listed and counted among the project's source images, accepted by the API's
+    upload, and the tab's gallery shows it through a JPEG a browser can display."""
+    from prepare_fixtures import HAS_HEIF, heic_photo, photo
+
+    from lora_trainer.api.uploads import image_exts
+    from lora_trainer.service import Service
+    from lora_trainer.ui.step_images import gallery
+
+    if not HAS_HEIF:
+        pytest.skip("pillow-heif not installed (both CI profiles have it)")
+    up = tmp_path / "upload"
+    up.mkdir()
+    heic_photo(up / "IMG_0001.HEIC", 300, 200, 1)
+    photo(64, 64, 2).save(up / "scan.tif")
+    photo(64, 64, 3).save(up / "a.jpg")
+    svc = Service(tmp_path / "ws")
+    svc.create_project("p")
+    svc.add_images("p", sorted(up.iterdir()))
+    assert svc.images("p", "source") == ["IMG_0001.HEIC", "a.jpg", "scan.tif"]
+    assert svc.project_info("p")["source_images"] == 3
+    assert {".heic", ".heif", ".avif", ".tif"} <= set(image_exts())
+    shown = dict((name, path) for path, name in gallery(svc, "p"))
+    assert shown["a.jpg"].endswith("source/a.jpg")
+    for name in ("IMG_0001.HEIC", "scan.tif"):
+        assert "/cache/thumbs/" in shown[name] and shown[name].endswith(".jpg"), shown
+    svc.runner.shutdown()
+
+
 def test_projects_lifecycle_and_name_rules(tmp_path):
     from lora_trainer.service import Service
 

@@ -24,9 +24,10 @@ ACCEPTED = (".zip", ".txt", ".caption")
 
 
 def image_exts() -> tuple:
-    from ..training.data import IMAGE_EXTS
+    """What the import step takes (HEIC, TIFF and GIF too; the dataset it writes is PNG)."""
+    from ..prepare.importer import SOURCE_IMAGE_EXTS
 
-    return IMAGE_EXTS
+    return SOURCE_IMAGE_EXTS
 
 
 def safe_upload_name(raw: str, index: int) -> str:

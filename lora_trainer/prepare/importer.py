@@ -11,6 +11,7 @@ photo decodes at 1/4 or 1/8 size several times faster.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -23,8 +24,48 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..workspace import atomic_path
+
 SIDECAR_EXTS = {".txt", ".caption", ".json", ".toml", ".npz", ".xmp", ".aae"}
 CAPTION_EXTS = (".txt", ".caption")
+SOURCE_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
+"""What the import step takes (uploads, the source gallery); what it writes is PNG."""
+BROWSER_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".avif")
+"""Formats browsers show; the others (HEIC, TIFF) get a JPEG thumbnail for the tab's gallery."""
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
+
+
+@functools.lru_cache(maxsize=None)
+def extra_decoders() -> frozenset:
+    """The phone formats Pillow can decode here, their plugins registered once: ``heif`` (iPhone HEIC,
+    pillow-heif) and ``avif`` (pillow-avif-plugin, which the WebUI ships). pillow-heif applies the file's
+    rotation itself and sets the EXIF orientation to 1, so no photo is turned twice."""
+    found = set()
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        found.add("heif")
+    except ImportError:
+        pass
+    try:
+        import pillow_avif  # noqa: F401 - registers itself
+
+        found.add("avif")
+    except ImportError:
+        pass
+    return frozenset(found)
+
+
+def _brand(path: Path) -> bytes:
+    """The ISO-BMFF major brand (``heic``, ``avif``…) of a file, or b"" when it is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return b""
+    return head[8:12] if head[4:8] == b"ftyp" else b""
 
 
 class BadImage(Exception):
@@ -78,22 +119,30 @@ def header(path: Path, max_pixels: float) -> tuple[int, int, str]:
     """(width, height, format) from the header only; BadImage for empty, unknown or oversized files."""
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
+    extra_decoders()
     try:
         with Image.open(path) as im:
             w, h, fmt = im.size[0], im.size[1], im.format or ""
     except Image.DecompressionBombError as exc:
         raise BadImage(f"decompression bomb refused: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad headers
-        raise BadImage(_reason(exc)) from None
+        raise BadImage(_reason(exc, path)) from None
     if w * h > max_pixels:
         raise BadImage(f"too many pixels: {w}x{h} = {w * h / 1e6:.0f} MP is over the {max_pixels / 1e6:.0f} MP "
                        f"limit (decompression-bomb guard; raise max_megapixels if the photo is real)")
     return w, h, fmt
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, path: Optional[Path] = None) -> str:
     msg = str(exc) or type(exc).__name__
     if "cannot identify image file" in msg:
+        brand = _brand(path) if path is not None else b""
+        if brand in _HEIF_BRANDS:
+            return ("HEIC/HEIF photo, and this Python has no HEIC decoder: pip install pillow-heif (our "
+                    "install.py adds it to the WebUI), or export the photo as JPEG")
+        if brand in _AVIF_BRANDS:
+            return ("AVIF image, and this Python has no AVIF decoder: pip install pillow-avif-plugin (the WebUI "
+                    "ships it), or export the image as JPEG")
         return "not an image (format not recognised)"
     if "truncated" in msg.lower():
         return f"truncated file ({msg})"
@@ -112,7 +161,7 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
     try:
         im = Image.open(path)
     except Exception as exc:  # noqa: BLE001
-        raise BadImage(_reason(exc)) from None
+        raise BadImage(_reason(exc, path)) from None
     notes: list[str] = []
     try:
         with im:
@@ -132,6 +181,8 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
                 notes.append(f"EXIF orientation {orientation} applied")
+            elif (im.info.get("original_orientation") or 1) != 1:  # HEIF: turned by the decoder itself
+                notes.append(f"orientation {im.info['original_orientation']} applied")
             rgb, alpha = _to_rgb(im, notes, sixteen)
     except BadImage:
         raise
@@ -141,6 +192,29 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
         raise BadImage(_reason(exc)) from None
     size = (w0, h0) if orientation not in (5, 6, 7, 8) else (h0, w0)
     return Decoded(rgb, alpha, size, scale, notes, fmt)
+
+
+def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: float = 150e6) -> Path:
+    """``path`` itself when every browser shows its format, else a JPEG thumbnail of it in ``cache`` (HEIC and
+    TIFF photos in the tab's gallery), made once per file version, upright, written atomically. A file that
+    does not decode is returned as it is (the gallery shows it broken; the import report says why)."""
+    path = Path(path)
+    if path.suffix.lower() in BROWSER_EXTS:
+        return path
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    thumb = Path(cache) / f"{path.stem[:60]}-{key.hexdigest()[:12]}.jpg"
+    if thumb.is_file():
+        return thumb
+    try:
+        img = decode(path, max_pixels, min_short=max_side).rgb
+    except BadImage:
+        return path
+    img.thumbnail((max_side, max_side), Image.LANCZOS)
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(thumb) as tmp:
+        img.save(tmp, format="JPEG", quality=88)
+    return thumb
 
 
 def _to_rgb(im: Image.Image, notes: list[str], sixteen: bool) -> tuple[Image.Image, Optional[Image.Image]]:

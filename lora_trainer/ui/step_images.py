@@ -13,12 +13,17 @@ from .common import Ctx, file_paths, guard, need_project
 
 
 def gallery(service, project: Optional[str], where: str = "source") -> list:
-    """``(path, name)`` for each image of the project's ``source/`` (or dataset)."""
+    """``(path, name)`` for each image of the project's ``source/`` (or dataset). A HEIC or TIFF photo, which
+    browsers do not show, is shown by a JPEG thumbnail kept in ``<project>/cache/thumbs/``."""
+    from ..prepare.config import PrepareConfig
+    from ..prepare.importer import browser_view
+
     if not project:
         return []
     p = service.project(project)
     folder = p.source if where == "source" else service.dataset_dir(project)
-    return [(str(folder / n), n) for n in service.images(project, where)]
+    thumbs, max_px = p.root / "cache" / "thumbs", PrepareConfig().max_megapixels * 1e6
+    return [(str(browser_view(folder / n, thumbs, max_pixels=max_px)), n) for n in service.images(project, where)]
 
 
 def add_images(service, t, project: Optional[str], files) -> list:
@@ -56,7 +61,8 @@ def build(ctx: Ctx) -> dict:
         gr.Markdown(t("Add the photos of your subject (15–50 is typical). Originals are copied into the "
                       "project, never changed."), elem_classes=["lt-help"])
         with gr.Row():
-            upload = gr.File(label=t("Images or a .zip"), file_count="multiple", file_types=["image", ".zip"],
+            upload = gr.File(label=t("Images or a .zip"), file_count="multiple",
+                             file_types=["image", ".heic", ".heif", ".zip"],
                              elem_id=ctx.tip("lt-images-upload", "Pick image files or one zip of them"), scale=3)
             with gr.Column(scale=1):
                 add_btn = gr.Button(t("Add to project"), variant="primary",
