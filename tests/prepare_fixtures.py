@@ -257,6 +257,7 @@ BAD_EXPECTED = {
     "bomb_big.png": ("skipped", "decompression-bomb guard"),
     "sub/dup.jpg": ("skipped", "exact duplicate of good.jpg"),
     ".DS_Store": ("skipped", "hidden"),
+    "IMG_0042.MOV": ("skipped", "a video"),
     "corpus.zip/../evil.jpg": ("skipped", "../"),
     "corpus.zip//abs.jpg": ("skipped", "absolute"),
     "corpus.zip/bomb.jpg": ("skipped", "zip bomb"),
@@ -339,6 +340,7 @@ def bad_corpus(folder: Path) -> Path:
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     if HAS_HEIF:
         heic_photo(folder / "IMG_0042.HEIC", 400, 300, 16, orientation=6)
+    (folder / "IMG_0042.MOV").write_bytes(b"\0\0\0\x14ftypqt  \0\0\0\0qt  " + b"\0" * 256)  # its Live Photo clip
     if HAS_AVIF:
         avif_image(folder / "pixel.avif", 320, 240, 17)
     with zipfile.ZipFile(folder / "corpus.zip", "w", zipfile.ZIP_DEFLATED) as zf:
