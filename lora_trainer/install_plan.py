@@ -61,7 +61,7 @@ FEATURES = {
     "onnxruntime": "ONNX models (background removal, WD14 tagger)",
     "rembg": "background removal",
     "tomli": "TOML config files (JSON configs still work)",
-    "pillow-heif": "HEIC/HEIF photos (iPhone); they are reported as not decodable",
+    "pillow-heif": "HEIC/HEIF photos (iPhone)",
 }
 """Feature switched off when the package it names cannot be installed; the tab shows the text."""
 
