@@ -179,6 +179,12 @@ def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
     out = last(handler(tab, steps["tag"]["run"])("amy", "toy", "zkw", *tag_vals))
     assert 'data-status="finished"' in out[0] and len(out[1]) == 3
     assert all(cap.startswith("zkw, ") for _img, cap in out[1])
+    # a tagger that cannot run here: the message at once, beside the step, and no job queued
+    jobs = len(svc.runner.list())
+    wd14 = dict(zip(step_tag.OPTION_NAMES, tag_vals), model_dir=str(tmp_path / "no-model"))
+    out = last(handler(tab, steps["tag"]["run"])("amy", "wd14", "zkw", *[wd14[n] for n in step_tag.OPTION_NAMES]))
+    assert out[-1].startswith("⚠ **tagger &#x27;wd14&#x27; is not available") and "model.onnx" in out[-1], out[-1]
+    assert len(svc.runner.list()) == jobs
 
     fc = step_train.forecast_text(p["ctx"], "amy", *train_values(svc, "amy"))
     cfg = svc.train_config("amy")
