@@ -52,7 +52,9 @@ def on_app_started(demo, app):
         return
     from lora_trainer.host import webui
 
-    mount_routes(app, webui.get_service(), enabled=True, auth=env.api_auth())
+    service = webui.get_service()
+    mount_routes(app, service, enabled=True, auth=env.api_auth(),
+                 roots=[service.workspace, *env.extra_api_roots()], roots_hint=env.API_ROOTS_HINT)
 
 
 def on_script_unloaded():

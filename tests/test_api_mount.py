@@ -123,3 +123,27 @@ def test_mounting_again_replaces_our_routes_only(service, tmp_path):
             assert httpx.get(srv.url + "/sdapi/v1/ping").json() == {"pong": True}
     finally:
         other.runner.shutdown()
+
+
+def test_the_hosts_roots_and_their_hint(service, tmp_path):
+    """The WebUI mounts with its workspace plus the folders of its setting; a path elsewhere is refused with
+    the host's way of adding a folder, and a path inside an added folder imports."""
+    from PIL import Image
+
+    from lora_trainer.api import mount_routes
+    from lora_trainer.api.serve import BackgroundServer
+
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    for folder in (photos, elsewhere):
+        folder.mkdir()
+        Image.new("RGB", (16, 16), (9, 9, 9)).save(folder / "a.png")
+    app = host_app()
+    assert mount_routes(app, service, enabled=True, roots=[service.workspace, photos],
+                        roots_hint="add it in Settings, then restart")
+    with BackgroundServer(app) as srv:
+        url = srv.url + "/lora-trainer/v1"
+        assert httpx.post(url + "/projects", json={"name": "p"}).status_code == 201
+        r = httpx.post(url + "/projects/p/images/import", json={"path": str(elsewhere)})
+        assert r.status_code == 403 and r.json()["hint"] == "add it in Settings, then restart", r.text
+        r = httpx.post(url + "/projects/p/images/import", json={"path": str(photos)})
+        assert r.status_code == 201 and r.json()["copied"] == ["a.png"], r.text

@@ -179,11 +179,14 @@ def test_uploads_names_zips_and_limits(env):
     files = [("files", ("../../evil.png", _png(), "image/png")),
              ("files", ("..\\..\\evil2.png", _png(), "image/png")),
              ("files", ("/abs/evil3.png", _png(), "image/png")),
-             ("files", ("run.sh", b"#!/bin/sh\nrm -rf /\n", "text/x-sh"))]
+             ("files", ("run.sh", b"#!/bin/sh\nrm -rf /\n", "text/x-sh")),
+             ("files", ("IMG_0001.MOV", b"\0\0\0\x14ftypqt  ", "video/quicktime"))]
     r = c.post("/projects/p/images", files=files)
     assert r.status_code == 201, r.text
     assert sorted(r.json()["copied"]) == ["evil.png", "evil2.png", "evil3.png"]
-    assert [x["file"] for x in r.json()["rejected"]] == ["run.sh"]
+    assert [x["file"] for x in r.json()["rejected"]] == ["run.sh", "IMG_0001.MOV"]
+    sh, mov = r.json()["rejected"]
+    assert "not an image" in sh["reason"] and mov["reason"].startswith("a video")
     # zip slip, absolute and symlink members are refused; the rest is imported
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as zf:

@@ -73,19 +73,19 @@ def test_settings_section_and_prefixed_keys(webui_double):
     opts = webui_double.shared.opts
     ours = {k: v for k, v in opts.data_labels.items() if k.startswith("lora_trainer_")}
     assert set(ours) == {"lora_trainer_workspace", "lora_trainer_default_tagger", "lora_trainer_rembg_model",
-                         "lora_trainer_publish", "lora_trainer_test_sampler"}
+                         "lora_trainer_publish", "lora_trainer_test_sampler", "lora_trainer_api_roots"}
     assert all(v.section == ("lora_trainer", "LoRA Trainer") for v in ours.values())
     assert opts.lora_trainer_default_tagger == "deepbooru" and opts.data["lora_trainer_publish"] is True
     assert "deepbooru" in ours["lora_trainer_default_tagger"].component_args["choices"]
-    assert ours["lora_trainer_workspace"].restart
+    assert ours["lora_trainer_workspace"].restart and ours["lora_trainer_api_roots"].restart
 
 
 @pytest.fixture
 def fake_api(monkeypatch):
     calls = []
 
-    def mount_routes(app, service, *, enabled, auth, token=None):
-        calls.append({"service": service, "enabled": enabled, "auth": auth})
+    def mount_routes(app, service, *, enabled, auth, token=None, roots=None, roots_hint=None):
+        calls.append({"service": service, "enabled": enabled, "auth": auth, "roots": roots, "hint": roots_hint})
         if enabled:
             app.add_api_route("/lora-trainer/v1/ping", lambda: {"ok": True}, methods=["GET"])
         return enabled
@@ -119,6 +119,28 @@ def test_app_started_mounts_routes_with_api(webui_double, fake_api, flag):
     assert call["enabled"] is True and call["auth"] == [("u", "p"), ("u2", "p:2")]
     assert call["service"] is webui.get_service()
     assert any(getattr(r, "path", "") == "/lora-trainer/v1/ping" for r in app.routes)
+    # the API may read the workspace only, unless the user's setting names more folders
+    assert [str(r) for r in call["roots"]] == [str(webui.get_service().workspace)]
+    assert "Settings > LoRA Trainer" in call["hint"]
+
+
+def test_the_api_roots_setting_adds_folders_to_import_from(webui_double, fake_api):
+    import os
+    from pathlib import Path
+
+    from fastapi import FastAPI
+
+    from lora_trainer.host import webui
+
+    load_script()
+    webui_double.flags(api=True)
+    webui_double.shared.opts.data["lora_trainer_api_roots"] = f" /srv/photos {os.pathsep}~/pics{os.pathsep}"
+    try:
+        callback(webui_double, "app_started")(None, FastAPI())
+    finally:
+        webui_double.shared.opts.data.pop("lora_trainer_api_roots", None)
+    [call] = fake_api
+    assert call["roots"] == [webui.get_service().workspace, Path("/srv/photos"), Path(os.path.expanduser("~/pics"))]
 
 
 def test_app_started_tolerates_a_missing_api_module(webui_double, monkeypatch):

@@ -22,13 +22,14 @@ __all__ = ["ApiLimits", "PREFIX", "create_app", "mount_routes"]
 
 def mount_routes(app, service, *, enabled: bool, auth: Optional[Sequence[tuple]] = None,
                  token: Optional[str] = None, roots: Optional[Iterable] = None,
-                 limits: Optional[ApiLimits] = None) -> bool:
+                 limits: Optional[ApiLimits] = None, roots_hint: Optional[str] = None) -> bool:
     """Add our routes to the FastAPI ``app``; False (and nothing added) when not ``enabled``.
 
     ``auth``: ``[(user, password)]`` (the WebUI's ``--api-auth``): HTTP Basic required on every route.
     ``token``: a bearer token required on every route (standalone ``serve``). Either one is accepted when
     both are given. ``roots``: folders server-side paths in requests may point into (default: the
-    service's workspace). Only our routes are touched: no app-wide middleware or exception handlers.
+    service's workspace); ``roots_hint``: what a refused path's answer tells the user to do (the host's way
+    of adding a root). Only our routes are touched: no app-wide middleware or exception handlers.
     """
     if not enabled:
         return False
@@ -37,7 +38,7 @@ def mount_routes(app, service, *, enabled: bool, auth: Optional[Sequence[tuple]]
 
     auth = [tuple(a) for a in (auth or [])]
     schemes = (["basic"] if auth else []) + (["bearer"] if token else [])
-    roots = Roots(list(roots) if roots is not None else [Path(service.workspace)])
+    roots = Roots(list(roots) if roots is not None else [Path(service.workspace)], hint=roots_hint)
     router = build_router(service, roots=roots, limits=limits or ApiLimits(),
                           auth_dep=auth_dependency(auth, token), auth_schemes=schemes)
     # Mounted again on the same app (a reloaded extension): the new routes replace ours, nobody else's.

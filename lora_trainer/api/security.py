@@ -111,11 +111,12 @@ def within(path: Path, folder: Path) -> Path:
 class Roots:
     """The folders server-side paths in requests may point into."""
 
-    def __init__(self, roots: Iterable[os.PathLike | str]):
+    def __init__(self, roots: Iterable[os.PathLike | str], hint: Optional[str] = None):
         self.absolute = [Path(os.path.abspath(r)) for r in roots]
         if not self.absolute:
             raise ValueError("at least one root is required")
         self.resolved = [p.resolve() for p in self.absolute]
+        self.hint = hint or "put it under one of the server's roots (serve --root DIR)"
 
     def __iter__(self):
         return iter(self.resolved)
@@ -137,8 +138,7 @@ class Roots:
         p = Path(raw)
         lexical = Path(os.path.abspath(p if p.is_absolute() else self.absolute[0] / p))
         if not (self._inside(lexical, self.absolute) or self._inside(lexical, self.resolved)):
-            raise ApiError(403, f"{what}: {raw!r} is outside the folders this server may use",
-                           "put it under one of the server's roots (serve --root DIR)")
+            raise ApiError(403, f"{what}: {raw!r} is outside the folders this server may use", self.hint)
         resolved = lexical.resolve()
         if not self._inside(resolved, self.resolved):
             raise ApiError(403, f"{what}: {raw!r} leads outside the folders this server may use "

@@ -48,8 +48,11 @@ def save_uploads(files: Iterable, folder: Path, limits: ApiLimits) -> tuple[List
     for i, up in enumerate(files):
         name = safe_upload_name(getattr(up, "filename", "") or "", i)
         if Path(name).suffix.lower() not in accepted:
-            rejected.append({"file": name, "status": "skipped",
-                             "reason": f"not an image, zip or caption file ({', '.join(sorted(accepted))})"})
+            from ..prepare.importer import VIDEO_EXTS, VIDEO_REASON
+
+            reason = VIDEO_REASON if Path(name).suffix.lower() in VIDEO_EXTS else \
+                f"not an image, zip or caption file ({', '.join(sorted(accepted))})"
+            rejected.append({"file": name, "status": "skipped", "reason": reason})
             continue
         target = folder / name
         n = 2

@@ -30,7 +30,12 @@ SETTINGS: dict[str, tuple[Any, str, Optional[tuple]]] = {
     "lora_trainer_publish": (True, "Copy each finished LoRA into the Lora folder (under a unique name, with its "
                                    ".json sidecar)", None),
     "lora_trainer_test_sampler": ("Euler a", "Sampler of the Test step's txt2img", None),
+    "lora_trainer_api_roots": ("", "Folders the HTTP API may import images from, besides the workspace "
+                                   f"(separated by {os.pathsep!r}; takes effect after a restart)", None),
 }
+RESTART_KEYS = ("lora_trainer_workspace", "lora_trainer_api_roots")
+API_ROOTS_HINT = ("add its folder to Settings > LoRA Trainer > 'Folders the HTTP API may import images from' "
+                  "and restart the WebUI, or upload the files instead")
 
 
 def m(name: str) -> ModuleType:
@@ -96,6 +101,12 @@ def workspace_dir() -> Path:
     return Path(m("paths_internal").data_path) / "lora_trainer"
 
 
+def extra_api_roots() -> list[Path]:
+    """The folders of ``lora_trainer_api_roots`` (``os.pathsep``-separated, ``~`` expanded), in order."""
+    text = str(setting("lora_trainer_api_roots") or "")
+    return [Path(os.path.expanduser(part.strip())) for part in text.split(os.pathsep) if part.strip()]
+
+
 def loaded_model() -> Any:
     """The loaded checkpoint WITHOUT loading one (``shared.sd_model`` would start a load)."""
     try:
@@ -114,7 +125,7 @@ def register_settings() -> None:
             info = shared.OptionInfo(default, label, gr.Dropdown, {"choices": list(choices)}, section=SECTION)
         else:
             info = shared.OptionInfo(default, label, section=SECTION)
-        if key == "lora_trainer_workspace" and hasattr(info, "needs_restart"):
+        if key in RESTART_KEYS and hasattr(info, "needs_restart"):
             info = info.needs_restart()
         shared.opts.add_option(key, info)
 

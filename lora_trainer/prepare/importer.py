@@ -29,6 +29,7 @@ from ..workspace import atomic_path
 SIDECAR_EXTS = {".txt", ".caption", ".json", ".toml", ".npz", ".xmp", ".aae"}
 CAPTION_EXTS = (".txt", ".caption")
 VIDEO_EXTS = {".mov", ".mp4", ".m4v", ".3gp", ".avi", ".mkv", ".webm"}
+VIDEO_REASON = "a video (a Live Photo's motion part, or a clip), not a photo"
 SOURCE_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 """What the import step takes (uploads, the source gallery); what it writes is PNG."""
 BROWSER_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".avif")

@@ -36,8 +36,8 @@ from . import crop as C
 from . import report as R
 from .config import PrepareConfig, TagConfig, check_prepare, parse_fill
 from .edges import EdgeSettings
-from .importer import CAPTION_EXTS, SIDECAR_EXTS, VIDEO_EXTS, BadImage, decode, dhash, display_name, extract_zip, \
-    hamming, header, list_files, sha256_file
+from .importer import CAPTION_EXTS, SIDECAR_EXTS, VIDEO_EXTS, VIDEO_REASON, BadImage, decode, dhash, display_name, \
+    extract_zip, hamming, header, list_files, sha256_file
 
 log = logging.getLogger("lora_trainer")
 PREVIEW_DIR = "previews"
@@ -290,7 +290,7 @@ def _run(cfg, sources: list, dest: Path, files: list, progress, should_stop, tag
             entries[p] = R.entry(rel, R.SKIPPED, f"caption of {display_name(owner[0].name)}, copied with it"
                                  if owner and p.suffix.lower() in CAPTION_EXTS else "not an image (sidecar file)")
         elif p.suffix.lower() in VIDEO_EXTS:
-            entries[p] = R.entry(rel, R.SKIPPED, "a video (a Live Photo's motion part, or a clip), not a photo")
+            entries[p] = R.entry(rel, R.SKIPPED, VIDEO_REASON)
         else:
             candidates.append(p)
     workers = cfg.workers or os.cpu_count() or 1
