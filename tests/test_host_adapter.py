@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import re
 import threading
 
 import pytest
@@ -522,6 +523,33 @@ def test_interrogators_fail_fast_without_their_models(webui_double):
     listed = {t["name"]: t for t in describe_taggers()}
     assert listed["deepbooru"]["available"] is False and listed["clip"]["available"] is False
     assert d.m("deepbooru").model.model is None  # nothing was loaded (nor downloaded)
+
+
+def test_wd14_looks_in_the_webuis_models_folder_first(webui_double, monkeypatch, tmp_path):
+    """In the WebUI a WD14 model goes in ``<models>/wd14`` (the message says so); one already in our cache
+    folder is still found; after Reload UI the standalone default is back."""
+    from lora_trainer.host import webui
+    from lora_trainer.host.env import models_path
+    from lora_trainer.tagging import wd14
+    from lora_trainer.tagging.registry import get_tagger
+
+    monkeypatch.setenv("LORA_TRAINER_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "models" / "wd14"
+    webui.get_service()  # registers the host taggers
+    host_dir = models_path() / "wd14"
+    with pytest.raises(UserError, match=re.escape(str(host_dir))):
+        get_tagger("wd14")
+    cache.mkdir(parents=True)
+    (cache / wd14.MODEL_FILE).write_bytes(b"x")
+    assert wd14.WD14Tagger().model_dir == cache  # where an earlier install put it
+    host_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (host_dir / wd14.MODEL_FILE).write_bytes(b"x")
+        assert wd14.WD14Tagger().model_dir == host_dir
+    finally:
+        (host_dir / wd14.MODEL_FILE).unlink()
+    webui.on_script_unloaded()
+    assert wd14.HOST_MODEL_DIRS == [] and wd14.WD14Tagger().model_dir == cache
 
 
 def test_deepbooru_tagger_gives_raw_scored_tags_and_restores_options(webui_double, monkeypatch):

@@ -146,14 +146,18 @@ def _bert_tokenizer_cached() -> bool:
 
 
 def register_host_taggers() -> None:
+    from ..tagging import wd14
     from ..tagging.registry import register_tagger
 
     register_tagger("deepbooru", lambda cfg=None: DeepbooruTagger())
     register_tagger("clip", lambda cfg=None: ClipInterrogatorTagger())
+    wd14.HOST_MODEL_DIRS[:] = [models_path() / "wd14"]  # the WebUI's models folder, where its users look
 
 
 def unregister_host_taggers() -> None:
+    from ..tagging import wd14
     from ..tagging.registry import unregister_tagger
 
     unregister_tagger("deepbooru")
     unregister_tagger("clip")
+    wd14.HOST_MODEL_DIRS.clear()

@@ -28,10 +28,17 @@ RATING, CHARACTER = "9", "4"
 DEFAULT_SIZE = 448
 
 
+HOST_MODEL_DIRS: list[Path] = []
+"""Folders a host prefers for the model (the WebUI: ``<models>/wd14``), in order, before our cache folder."""
+
+
 def default_model_dir() -> Path:
+    """The first of the host's folders and ``$LORA_TRAINER_CACHE/models/wd14`` (default
+    ``~/.cache/lora_trainer/models/wd14``) that holds the model, else the first of them (where to put it)."""
     env = os.environ.get("LORA_TRAINER_CACHE")
     base = Path(env) if env else Path.home() / ".cache" / "lora_trainer"
-    return base / "models" / "wd14"
+    candidates = [*HOST_MODEL_DIRS, base / "models" / "wd14"]
+    return next((d for d in candidates if (d / MODEL_FILE).is_file()), candidates[0])
 
 
 def read_labels(path: Path) -> tuple[list[str], list[str]]:
