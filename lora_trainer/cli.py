@@ -130,6 +130,11 @@ def _train(args: argparse.Namespace) -> int:
     if scan.missing_captions:
         print(f"warning: {len(scan.missing_captions)} images have no caption (.txt/.caption), e.g. "
               f"{scan.missing_captions[0].name}: they train on the folder name", file=sys.stderr)
+    if scan.left_out:
+        from .training.data import left_out_text
+
+        print(f"warning: {left_out_text(scan.left_out)} left out: run `prepare` on them first (it writes PNG)",
+              file=sys.stderr)
     job_config = {"train": dataclasses.asdict(cfg), "data": str(data.resolve()), "base_model": base_model,
                   "output_dir": str(out.resolve())}
     return run_job(out, "train", job_config,

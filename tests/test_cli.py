@@ -50,6 +50,7 @@ def test_train_then_generate_end_to_end(tmp_path):
     from lora_trainer.training.tiny import tiny_dataset
 
     tiny_dataset(tmp_path / "data", n=2, repeats=1, name="Amy")
+    (tmp_path / "data" / "1_Amy" / "IMG_7.HEIC").write_bytes(b"x")  # left out, with a warning
     out = tmp_path / "out"
     env = {"LORA_TRAINER_LOG": str(tmp_path / "log.txt"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     import os
@@ -61,6 +62,7 @@ def test_train_then_generate_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["status"] == "finished" and res["steps"] == 4
+    assert "warning: 1 file(s) in a format training does not read (IMG_7.HEIC) left out" in r.stderr, r.stderr
     assert (out / "Amy.safetensors").is_file() and (out / "Amy.json").is_file()
     assert (out / "Amy-step000002.safetensors").is_file()
     job = out / "jobs" / res["job"].split("/")[-1]

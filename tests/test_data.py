@@ -53,6 +53,24 @@ def test_plain_folder_uses_config_repeats_and_gb18030_caption(tmp_path):
     assert scan.items[0].repeats == 7 and scan.items[0].caption == "红色, 帽子"
 
 
+def test_files_training_does_not_read_are_reported_never_dropped_silently(tmp_path):
+    a = tmp_path / "10_amy"
+    _img(a / "a.png")
+    for name in ("IMG_2.HEIC", "scan.tif", "anim.gif", "IMG_2.MOV"):
+        (a / name).write_bytes(b"not decoded by the scan")
+    scan = D.scan_dataset(tmp_path, 1)
+    assert [i.path.name for i in scan.items] == ["a.png"]
+    assert [p.name for p in scan.left_out] == ["IMG_2.HEIC", "IMG_2.MOV", "anim.gif", "scan.tif"]
+    assert D.left_out_text(scan.left_out).startswith("4 file(s) in a format training does not read (IMG_2.HEIC")
+    # only such files: the error says to prepare them, not "no images"
+    only = tmp_path / "phone"
+    only.mkdir()
+    (only / "IMG_1.HEIC").write_bytes(b"x")
+    with pytest.raises(UserError, match="no images training can read") as err:
+        D.scan_dataset(only, 1)
+    assert "IMG_1.HEIC" in str(err.value) and "prepare" in err.value.hint
+
+
 def test_empty_or_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no images"):
         D.scan_dataset(tmp_path, 1)

@@ -98,7 +98,13 @@ def test_base_model_untouched_and_metadata_present(make_backend, data_dir, tmp_p
 
     be = make_backend()
     snap = base_snapshot(be)
-    res = train(be, data_dir, _cfg(name="Amy", trigger_word="amy", save_fractions=[0.5]), tmp_path)
+    phone = data_dir / "2_tiny" / "IMG_9.HEIC"  # a photo training does not read: left out, and said so
+    phone.write_bytes(b"x")
+    try:
+        res = train(be, data_dir, _cfg(name="Amy", trigger_word="amy", save_fractions=[0.5]), tmp_path)
+    finally:
+        phone.unlink()
+    assert any("IMG_9.HEIC" in w and "prepare" in w for w in res.warnings), res.warnings
     assert_base_unchanged(be, snap)
     assert [p.name for p in res.saved] == ["Amy-step000002.safetensors", "Amy.safetensors"]
     tensors, md = read_lora(res.output)

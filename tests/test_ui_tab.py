@@ -190,7 +190,12 @@ def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
     cfg = svc.train_config("amy")
     import math
     assert f"3 images × {cfg.repeats} repeats × {cfg.epochs} epochs" in fc
-    assert f"**{math.ceil(3 * cfg.repeats / cfg.batch_size) * cfg.epochs} steps**" in fc
+    assert f"**{math.ceil(3 * cfg.repeats / cfg.batch_size) * cfg.epochs} steps**" in fc and "⚠" not in fc
+    phone = svc.dataset_dir("amy") / "IMG_9.HEIC"  # put there by hand: left out of training, and said so
+    phone.write_bytes(b"x")
+    fc = step_train.forecast_text(p["ctx"], "amy", *train_values(svc, "amy"))
+    phone.unlink()
+    assert "⚠ 1 file(s) in a format training does not read are left out, e.g. IMG_9.HEIC" in fc
 
     # no project open: a message beside the step, never a traceback
     for key, args in (("prepare", prep_vals), ("tag", ["toy", "", *tag_vals]), ("train", train_values(svc, "amy"))):

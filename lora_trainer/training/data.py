@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import UserError
+from ..prepare.importer import SOURCE_IMAGE_EXTS, VIDEO_EXTS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTS = (".txt", ".caption")
+UNREAD_EXTS = tuple(e for e in SOURCE_IMAGE_EXTS if e not in IMAGE_EXTS) + tuple(sorted(VIDEO_EXTS))
+"""What the import step takes (HEIC, AVIF, GIF, TIFF) and phone videos, which training does not read: reported
+as left out, never skipped silently. The prepare step converts the photos to PNG."""
 KOHYA_DIR = re.compile(r"^(\d+)_(.+)$")
 
 
@@ -59,6 +63,8 @@ class DatasetScan:
     items: list[ImageItem]
     missing_captions: list[Path] = field(default_factory=list)
     folders: dict[str, dict] = field(default_factory=dict)
+    left_out: list[Path] = field(default_factory=list)
+    """Files in a format training does not read (``UNREAD_EXTS``: HEIC, TIFF, GIF, videos…)."""
 
     @property
     def num_images(self) -> int:
@@ -88,9 +94,11 @@ def scan_dataset(root: str | Path, default_repeats: int) -> DatasetScan:
     groups = [(d, rep, name) for d, (rep, name) in kohya] if kohya else [(root, default_repeats, root.name)]
     items: list[ImageItem] = []
     missing: list[Path] = []
+    left_out: list[Path] = []
     folders: dict[str, dict] = {}
     for folder, repeats, class_name in groups:
         images = list_images(folder)
+        left_out += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in UNREAD_EXTS)
         folders[folder.name] = {"n_repeats": repeats, "img_count": len(images)}
         for img in images:
             cap = read_caption(img)
@@ -99,9 +107,19 @@ def scan_dataset(root: str | Path, default_repeats: int) -> DatasetScan:
             mask = img.with_name(img.stem + ".mask.png")
             items.append(ImageItem(img, cap if cap is not None else class_name, repeats, folder.name,
                                    cap is not None, mask if mask.is_file() else None))
+    if not items and left_out:
+        raise UserError(f"no images training can read in {root}: {left_out_text(left_out)}",
+                        f"run the prepare step on them first (python -m lora_trainer prepare --input {root} "
+                        f"--output-dir DIR): it writes them as PNG")
     if not items:
         raise UserError(f"no images in {root}", f"put {', '.join(IMAGE_EXTS)} files there (or in N_name subfolders)")
-    return DatasetScan(items, missing, folders)
+    return DatasetScan(items, missing, folders, left_out)
+
+
+def left_out_text(paths: Sequence[Path]) -> str:
+    """``"3 files in a format training does not read (IMG_1.HEIC, a.tif, …)"``."""
+    shown = ", ".join(p.name for p in paths[:3]) + (", …" if len(paths) > 3 else "")
+    return f"{len(paths)} file(s) in a format training does not read ({shown})"
 
 
 def tag_frequency(items: Iterable[ImageItem]) -> dict[str, dict[str, int]]:

@@ -340,6 +340,10 @@ class Trainer:
         self.result.missing_captions = [str(p) for p in self.scan.missing_captions]
         for p in self.scan.missing_captions:
             log.warning("no caption (.txt or .caption) for %s: training it on its folder name", p.name)
+        if self.scan.left_out:
+            why = D.left_out_text(self.scan.left_out) + " left out: run the prepare step on them (it writes PNG)"
+            log.warning(why)
+            self.result.warnings.append(why)
         self.alphas = be.alphas_cumprod().to(self.device, torch.float32)
         self.v_pred = be.prediction_type == "v_prediction"
         mods = be.modules()

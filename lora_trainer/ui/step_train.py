@@ -84,6 +84,9 @@ def forecast_text(ctx: Ctx, project: Optional[str], *values) -> str:
     if scan.missing_captions:
         line += "\n\n⚠ " + t("{n} image(s) have no caption and would train on the folder name, e.g. {file}",
                               n=len(scan.missing_captions), file=scan.missing_captions[0].name)
+    if scan.left_out:
+        line += "\n\n⚠ " + t("{n} file(s) in a format training does not read are left out, e.g. {file}: run Crop & "
+                              "background on them", n=len(scan.left_out), file=scan.left_out[0].name)
     return line
 
 
