@@ -205,7 +205,6 @@ class JobRunner:
                 self._update(item.job_id, status=RUNNING, started=time.time())
             self._emit(item.job_id, RUNNING, {})
             self._run(item)
-            item = None  # the finished job's closure (and what it holds) is not kept alive while idle
 
     def _run(self, item: _Pending) -> None:
         ctx = self._contexts[item.job_id]
@@ -232,6 +231,9 @@ class JobRunner:
             status = CANCELLED if result.get("cancelled") else FINISHED
             self._finish(item.job_id, status, result=json_safe(result))
         finally:
+            # The job's closure (and what it holds: a backend, a tagger's model) goes before the memory is
+            # freed, so the GPU cache is really emptied, and it is not kept alive while the runner waits.
+            item.fn = None
             _free_memory()
 
 

@@ -79,27 +79,30 @@ def test_failures_are_reported_and_the_runner_goes_on(tmp_path):
     r.shutdown()
 
 
-def test_a_finished_job_keeps_nothing_it_held_alive(tmp_path):
-    """What a job's closure holds (a tagger's model, a backend) is freed when the job ends, even while the
-    runner then waits idle for the next job."""
+def test_a_finished_job_keeps_nothing_it_held_alive(tmp_path, monkeypatch):
+    """What a job's closure holds (a tagger's model, a backend) is gone when the runner frees memory after
+    the job (so the GPU cache is really emptied), and is not kept alive while the runner waits idle."""
     import gc
     import weakref
+
+    from lora_trainer import jobs
 
     class Big:
         pass
 
-    r = JobRunner(tmp_path)
     held = Big()
     ref = weakref.ref(held)
+    at_free = []
+    monkeypatch.setattr(jobs, "_free_memory", lambda: (gc.collect(), at_free.append(ref() is None)))
+    r = JobRunner(tmp_path)
     jid = r.submit("x", lambda ctx, big=held: {"ok": big is not None})
     del held
     assert r.wait(jid, 10)["status"] == FINISHED
-    for _ in range(50):  # the worker drops its reference just after the state says finished
-        gc.collect()
-        if ref() is None:
+    for _ in range(50):  # _free_memory runs just after the state says finished
+        if at_free:
             break
         time.sleep(0.02)
-    assert ref() is None
+    assert at_free == [True]
     r.shutdown()
 
 
