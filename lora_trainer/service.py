@@ -189,9 +189,15 @@ class Service:
         target = (folder / image).resolve()
         if target.parent != folder.resolve() or not target.is_file():
             raise UserError(f"no image {image!r} in the project's {where}", "list the images first")
-        for sib in [target, target.with_suffix(".txt"), target.with_suffix(".caption"),
-                    target.with_name(target.stem + ".mask.png")]:
+        from .prepare.importer import thumbnail_path
+
+        for sib in [thumbnail_path(target, self.thumbs_dir(name)), target, target.with_suffix(".txt"),
+                    target.with_suffix(".caption"), target.with_name(target.stem + ".mask.png")]:
             sib.unlink(missing_ok=True)
+
+    def thumbs_dir(self, name: str) -> Path:
+        """``<project>/cache/thumbs``: JPEG views of source photos browsers cannot show (HEIC, TIFF)."""
+        return self.project(name).root / "cache" / "thumbs"
 
     # ---- jobs --------------------------------------------------------------------------------------
     def _submit(self, name: str, kind: str, config: dict, fn: Callable[[JobContext], Optional[dict]]) -> str:

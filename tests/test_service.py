@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import needs_diffusers
@@ -46,6 +48,8 @@ def test_phone_formats_are_source_images_and_the_tab_shows_heic_by_a_thumbnail(t
     assert shown["a.jpg"].endswith("source/a.jpg")
     for name in ("IMG_0001.HEIC", "scan.tif"):
         assert "/cache/thumbs/" in shown[name] and shown[name].endswith(".jpg"), shown
+    svc.delete_image("p", "IMG_0001.HEIC", "source")  # its thumbnail goes with it
+    assert sorted(p.name for p in svc.thumbs_dir("p").iterdir()) == [Path(shown["scan.tif"]).name]
     svc.runner.shutdown()
 
 

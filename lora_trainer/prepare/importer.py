@@ -196,6 +196,14 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
     return Decoded(rgb, alpha, size, scale, notes, fmt)
 
 
+def thumbnail_path(path: Path, cache: Path) -> Path:
+    """Where ``browser_view`` keeps ``path``'s thumbnail: named by the file's path, size and time, so an edited
+    or replaced photo gets a new one."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    return Path(cache) / f"{path.stem[:60]}-{key.hexdigest()[:12]}.jpg"
+
+
 def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: float = 150e6) -> Path:
     """``path`` itself when every browser shows its format, else a JPEG thumbnail of it in ``cache`` (HEIC and
     TIFF photos in the tab's gallery), made once per file version, upright, written atomically. A file that
@@ -203,9 +211,7 @@ def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: float
     path = Path(path)
     if path.suffix.lower() in BROWSER_EXTS:
         return path
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
-    thumb = Path(cache) / f"{path.stem[:60]}-{key.hexdigest()[:12]}.jpg"
+    thumb = thumbnail_path(path, cache)
     if thumb.is_file():
         return thumb
     try:

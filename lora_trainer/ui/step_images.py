@@ -22,7 +22,7 @@ def gallery(service, project: Optional[str], where: str = "source") -> list:
         return []
     p = service.project(project)
     folder = p.source if where == "source" else service.dataset_dir(project)
-    thumbs, max_px = p.root / "cache" / "thumbs", PrepareConfig().max_megapixels * 1e6
+    thumbs, max_px = service.thumbs_dir(project), PrepareConfig().max_megapixels * 1e6
     return [(str(browser_view(folder / n, thumbs, max_pixels=max_px)), n) for n in service.images(project, where)]
 
 
