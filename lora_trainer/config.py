@@ -120,6 +120,8 @@ class TrainConfig:
                            min=0, max=75, ss="ss_keep_tokens")
     caption_dropout_rate: float = opt(0.0, "Chance of training an image with an empty caption", group="data",
                                       min=0.0, max=1.0, ss="ss_caption_dropout_rate")
+    flip_aug: bool = opt(False, "Also train each image mirrored, half the time (off when left and right matter: "
+                                "text, a side parting, a one-sided outfit)", group="data", ss="ss_flip_aug")
     clip_skip: int = opt(1, "Use the text encoder's N-th last layer (1 = last)", group="data", min=1, max=12,
                          ss="ss_clip_skip")
     # --- loss and precision ---

@@ -102,3 +102,20 @@ def test_host_peak_sees_a_temporary_allocation():
         x += 1
         del x
     assert hp.peak_mb - hp.before_mb > 120
+
+
+def test_flip_aug_doubles_the_latent_cache_in_the_memory_forecast():
+    from types import SimpleNamespace
+
+    import torch
+
+    from lora_trainer.training.forecast import _latent_cache_mb
+
+    def tr(flip):
+        return SimpleNamespace(cfg=SimpleNamespace(cache_latents=True, flip_aug=flip),
+                               latents=[torch.zeros(4, 8, 8)], bucket_of=[(64, 64)])
+
+    buckets = [(64, 64), (64, 128)]
+    one = _latent_cache_mb(tr(False), None, buckets)
+    assert one == (4 * 8 * 8 * 4) * (1 + 2) / 2**20  # bytes of a 64² latent, times the buckets' area
+    assert _latent_cache_mb(tr(True), None, buckets) == 2 * one

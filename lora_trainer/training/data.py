@@ -280,17 +280,18 @@ class LatentDiskCache:
     def __init__(self, folder: Path, model: str, seed: int):
         self.folder, self.model, self.seed = Path(folder), model, seed
 
-    def _file(self, image: Path, bucket: tuple[int, int]) -> Path:
+    def _file(self, image: Path, bucket: tuple[int, int], flip: bool = False) -> Path:
         import hashlib
 
         st = Path(image).stat()
         key = f"{Path(image).resolve()}|{st.st_size}|{st.st_mtime_ns}|{bucket[0]}x{bucket[1]}|{self.model}|{self.seed}"
+        key += "|flip" if flip else ""
         return self.folder / f"{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()}.safetensors"
 
-    def get(self, image: Path, bucket: tuple[int, int]):
+    def get(self, image: Path, bucket: tuple[int, int], flip: bool = False):
         from safetensors.torch import load_file
 
-        f = self._file(image, bucket)
+        f = self._file(image, bucket, flip)
         if not f.is_file():
             return None
         try:
@@ -298,12 +299,12 @@ class LatentDiskCache:
         except Exception:  # noqa: BLE001 - a damaged cache file only costs an encode
             return None
 
-    def put(self, image: Path, bucket: tuple[int, int], latent) -> None:
+    def put(self, image: Path, bucket: tuple[int, int], latent, flip: bool = False) -> None:
         from safetensors.torch import save_file
 
         from ..workspace import atomic_path
 
-        f = self._file(image, bucket)
+        f = self._file(image, bucket, flip)
         f.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(f) as tmp:
             save_file({"latent": latent.detach().float().cpu().contiguous()}, str(tmp))

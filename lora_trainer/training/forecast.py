@@ -252,7 +252,8 @@ def _latent_cache_mb(tr, scan, bucket_of) -> float:
         return 0.0
     lat = tr.latents[0]
     per_px = lat.numel() * lat.element_size() / (tr.bucket_of[0][0] * tr.bucket_of[0][1])
-    return sum(w * h * per_px for w, h in bucket_of) / 2**20
+    copies = 2 if tr.cfg.flip_aug else 1  # the mirrored images' latents too
+    return copies * sum(w * h * per_px for w, h in bucket_of) / 2**20
 
 
 def format_forecast(fc: dict) -> str:

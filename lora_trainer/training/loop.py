@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..compat import autocast, grad_scaler
 from ..config import TrainConfig, sanitize_name
@@ -162,6 +163,7 @@ class Trainer:
                 b = (cfg.resolution, cfg.resolution)
             self.bucket_of.append(b)
         self.latents: list[torch.Tensor] = []
+        self.latents_flip: list[torch.Tensor] = []  # the mirrored images' latents (flip_aug)
         self.masks: list[Optional[torch.Tensor]] = []
         t0 = time.time()
         n = len(items)
@@ -180,16 +182,20 @@ class Trainer:
         for i, it in enumerate(items):
             if self.should_stop():
                 raise Cancelled()
-            lat = disk.get(it.path, self.bucket_of[i]) if disk is not None else None
-            if lat is None:
-                img = D.resize_crop(D.load_image(it.path), self.bucket_of[i])
-                px = D.to_tensor(img)[None].to(self.device, dtype=torch.float32)
-                with torch.no_grad():
-                    lat = self.backend.encode_images(px)[0].float()
-                if disk is not None:
-                    disk.put(it.path, self.bucket_of[i], lat)
-            lat = lat.to(self.device)
-            self.latents.append(lat if cfg.cache_latents else lat.cpu())
+            img = None
+            for flip in (False, True) if cfg.flip_aug else (False,):
+                lat = disk.get(it.path, self.bucket_of[i], flip) if disk is not None else None
+                if lat is None:
+                    if img is None:
+                        img = D.resize_crop(D.load_image(it.path), self.bucket_of[i])
+                    # the mirrored image is encoded itself: the VAE is not exactly symmetric
+                    px = D.to_tensor(img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img)
+                    with torch.no_grad():
+                        lat = self.backend.encode_images(px[None].to(self.device, dtype=torch.float32))[0].float()
+                    if disk is not None:
+                        disk.put(it.path, self.bucket_of[i], lat, flip)
+                lat = lat.to(self.device)
+                (self.latents_flip if flip else self.latents).append(lat if cfg.cache_latents else lat.cpu())
             m = D.load_mask(it.mask, self.bucket_of[i]) if cfg.masked_loss else None
             if m is not None:
                 m = F.interpolate(m[None], size=lat.shape[-2:], mode="area")[0].to(self.device)
@@ -254,11 +260,19 @@ class Trainer:
         with torch.no_grad():
             return be.encode_text(captions)
 
+    def _batch(self, idxs: list[int]) -> tuple[torch.Tensor, list[Optional[torch.Tensor]]]:
+        """The batch's latents (on the device) and masks; with ``flip_aug`` each item is the mirrored image
+        on a coin flip (drawn from the run's seeded RNG, so a resumed run flips the same ones)."""
+        flips = [self.rng.random() < 0.5 for _ in idxs] if self.cfg.flip_aug else [False] * len(idxs)
+        lats = [self.latents_flip[i] if f else self.latents[i] for i, f in zip(idxs, flips)]
+        masks = [m.flip(-1) if f and m is not None else m for m, f in zip((self.masks[i] for i in idxs), flips)]
+        return to_device(torch.stack(lats), self.device), masks  # on the device already if cached
+
     def _step(self, idxs: list[int], accumulate: bool) -> torch.Tensor:
         cfg, be = self.cfg, self.backend
-        latents = to_device(torch.stack([self.latents[i] for i in idxs]), self.device)  # on it already if cached
         captions = [D.process_caption(self.scan.items[i].caption, self.rng, cfg.shuffle_caption, cfg.keep_tokens,
                                       cfg.caption_dropout_rate) for i in idxs]
+        latents, masks = self._batch(idxs)
         b = latents.shape[0]
         dev = self.device
         noise = torch.randn(latents.shape, generator=self.gen, device=dev)
@@ -272,7 +286,6 @@ class Trainer:
             pred = be.denoise(noisy.to(be.dtype) if self.amp_dtype is None else noisy, t, cond)
         target = v_target(latents, noise, ac_t) if self.v_pred else noise
         loss = F.mse_loss(pred.float(), target.float(), reduction="none")
-        masks = [self.masks[i] for i in idxs]
         if any(m is not None for m in masks):
             mk = torch.stack([m if m is not None else torch.ones_like(latents[0, :1]) for m in masks])
             loss = loss * mk
