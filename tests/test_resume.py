@@ -84,9 +84,11 @@ def test_adamw8bit_state_saves_and_restores_where_bitsandbytes_runs(tmp_path):
                 assert torch.equal(v.cpu(), b[k][name].cpu()), (k, name)
 
 
-@pytest.mark.parametrize("optimizer,stop_at", [("AdamW", 4), ("DAdaptAdam", 4), ("AdamW", 3)])
-def test_cancel_then_resume_equals_uninterrupted_in_process(tmp_path, optimizer, stop_at):
-    """Cancelled mid-epoch (step 4 of 9) and right after an epoch's last batch (step 3: 3 steps an epoch)."""
+@pytest.mark.parametrize("optimizer,stop_at,flip", [("AdamW", 4, False), ("DAdaptAdam", 4, False), ("AdamW", 3, False),
+                                                    ("AdamW", 4, True)])
+def test_cancel_then_resume_equals_uninterrupted_in_process(tmp_path, optimizer, stop_at, flip):
+    """Cancelled mid-epoch (step 4 of 9) and right after an epoch's last batch (step 3: 3 steps an epoch);
+    with flip_aug, the resumed run mirrors the same images at the same steps."""
     pytest.importorskip("dadaptation") if optimizer == "DAdaptAdam" else None
     from ldm_models import tiny_latent_diffusion
 
@@ -101,7 +103,7 @@ def test_cancel_then_resume_equals_uninterrupted_in_process(tmp_path, optimizer,
     scan = D.scan_dataset(tmp_path / "data", 1)
     lr = 1.0 if optimizer == "DAdaptAdam" else 1e-3
     cfg = toy_config(optimizer=optimizer, unet_lr=lr, epochs=3, batch_size=2, save_fractions=[], sync_every=1,
-                     shuffle_caption=True, caption_dropout_rate=0.3)
+                     shuffle_caption=True, caption_dropout_rate=0.3, flip_aug=flip)
     full = Trainer(be, scan, cfg, tmp_path / "full", job_dir=tmp_path / "jf", name="r").run()
     steps = []
     cb = Callbacks(on_log=lambda r: steps.append(r["step"]))
