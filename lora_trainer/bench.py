@@ -12,13 +12,14 @@ import argparse
 import gc
 import json
 import os
-import random
 import resource
 import sys
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
+
+from .training.forecast import sync
 
 
 def _rss_mb() -> float:
@@ -29,11 +30,6 @@ def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return _rss_mb()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -97,7 +93,7 @@ def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: i
     from .config import TrainConfig
     from .training import data as D
     from .training.diffusers_backend import DiffusersBackend
-    from .training.forecast import warm_trainer
+    from .training.forecast import time_steps, warm_trainer
     from .training.tiny import tiny_dataset
 
     be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
@@ -109,21 +105,14 @@ def bench_ours(parts: dict, device: torch.device, size: int, batch: int, rank: i
                           bucket_step=8 if size < 256 else 64, rank=rank, alpha=alpha, batch_size=batch,
                           optimizer=optimizer, mixed_precision=mixed_precision, save_fractions=[],
                           gradient_checkpointing=gradient_checkpointing, sync_every=steps + warmup)
-        # The run's set-up (forecast.warm_trainer), then its epoch order over the cached latents.
-        with warm_trainer(be, scan, cfg) as (tr, _):
-            batches = D.epoch_batches(tr.bucket_of, tr.repeats, batch, random.Random(0))
-            for i in range(warmup):
-                tr._step(batches[i % len(batches)], False)
-            _sync(device)
+        # The run's set-up and step timing (forecast.warm_trainer, time_steps); peak memory from the timed steps.
+        with warm_trainer(be, scan, cfg) as (tr, idxs):
+            for _ in range(warmup):
+                tr._step(idxs, False)
+            sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            loss = torch.zeros((), device=device)
-            for i in range(steps):
-                loss += tr._step(batches[(warmup + i) % len(batches)], False)
-            float(loss)
-            _sync(device)
-            dt = (time.perf_counter() - t0) / steps
+            dt = time_steps(tr, idxs, steps, untimed=0)
             optimizer_used, modules = tr.result.optimizer, len(tr.network)
             cache_per_image = tr.cache_seconds / max(1, len(tr.latents))
         return {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device),
@@ -182,13 +171,13 @@ def bench_baseline(parts: dict, device: torch.device, size: int, batch: int, ran
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     dt = (time.perf_counter() - t0) / steps
     out = {"s_per_step": dt, "it_s": 1 / dt, "peak_mb": _peak_mb(device)}
     del unet_l, te_l, opt
