@@ -176,16 +176,18 @@ class Service:
         p = self.project(name)
         return copy_into([Path(f) for f in files], p.source)
 
+    def image_folder(self, name: str, where: str = "dataset") -> Path:
+        """The project's ``source/`` (``where="source"``) or its dataset folder."""
+        return self.project(name).source if where == "source" else self.dataset_dir(name)
+
     def images(self, name: str, where: str = "dataset") -> list[str]:
-        p = self.project(name)
-        folder = p.source if where == "source" else self.dataset_dir(name)
+        folder = self.image_folder(name, where)
         exts = _image_exts(where)
         return sorted(f.name for f in folder.glob("*") if f.suffix.lower() in exts
                       and not f.name.endswith(".mask.png")) if folder.is_dir() else []
 
     def delete_image(self, name: str, image: str, where: str = "dataset") -> None:
-        p = self.project(name)
-        folder = p.source if where == "source" else self.dataset_dir(name)
+        folder = self.image_folder(name, where)
         target = (folder / image).resolve()
         if target.parent != folder.resolve() or not target.is_file():
             raise UserError(f"no image {image!r} in the project's {where}", "list the images first")
@@ -214,8 +216,9 @@ class Service:
         prep_opts, tag_opts = split_options(dict(options or {}))
         prep = from_dict(PrepareConfig, prep_opts)
         tag = from_dict(TagConfig, tag_opts) if tag_opts else None
-        if tag_config(prep, tag).tagger != "none":  # a missing tagger is refused now, not as a failed job
-            ready_tagger(tag_config(prep, tag))
+        tagging = tag_config(prep, tag)
+        if tagging.tagger != "none":  # a missing tagger is refused now, not as a failed job
+            ready_tagger(tagging)
         dest = self.dataset_dir(name)
 
         def job(ctx: JobContext) -> dict:

@@ -148,7 +148,7 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         check_name(image, "image name")
         if image not in service.images(name, where):
             raise ApiError(404, f"no image {image!r} in the project's {where}", "list the images first")
-        folder = service.project(name).source if where == "source" else service.dataset_dir(name)
+        folder = service.image_folder(name, where)
         return send_file(within(folder / image, folder), image)
 
     @router.delete("/projects/{name}/images/{image}", response_model=M.Deleted,

@@ -204,10 +204,15 @@ def thumbnail_path(path: Path, cache: Path) -> Path:
     return Path(cache) / f"{path.stem[:60]}-{key.hexdigest()[:12]}.jpg"
 
 
-def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: float = 150e6) -> Path:
+def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: Optional[float] = None) -> Path:
     """``path`` itself when every browser shows its format, else a JPEG thumbnail of it in ``cache`` (HEIC and
     TIFF photos in the tab's gallery), made once per file version, upright, written atomically. A file that
-    does not decode is returned as it is (the gallery shows it broken; the import report says why)."""
+    does not decode is returned as it is (the gallery shows it broken; the import report says why).
+    ``max_pixels``: the decompression-bomb guard, by default the import step's (``PrepareConfig``)."""
+    if max_pixels is None:
+        from .config import PrepareConfig
+
+        max_pixels = PrepareConfig().max_megapixels * 1e6
     path = Path(path)
     if path.suffix.lower() in BROWSER_EXTS:
         return path

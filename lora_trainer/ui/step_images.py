@@ -15,15 +15,12 @@ from .common import Ctx, file_paths, guard, need_project
 def gallery(service, project: Optional[str], where: str = "source") -> list:
     """``(path, name)`` for each image of the project's ``source/`` (or dataset). A HEIC or TIFF photo, which
     browsers do not show, is shown by a JPEG thumbnail kept in ``<project>/cache/thumbs/``."""
-    from ..prepare.config import PrepareConfig
     from ..prepare.importer import browser_view
 
     if not project:
         return []
-    p = service.project(project)
-    folder = p.source if where == "source" else service.dataset_dir(project)
-    thumbs, max_px = service.thumbs_dir(project), PrepareConfig().max_megapixels * 1e6
-    return [(str(browser_view(folder / n, thumbs, max_pixels=max_px)), n) for n in service.images(project, where)]
+    folder, thumbs = service.image_folder(project, where), service.thumbs_dir(project)
+    return [(str(browser_view(folder / n, thumbs)), n) for n in service.images(project, where)]
 
 
 def add_images(service, t, project: Optional[str], files) -> list:
