@@ -158,7 +158,7 @@ class Service:
 
     def dataset_dir(self, name: str) -> Path:
         """The kohya folder ``dataset/<repeats>_<trigger or name>`` the training step reads."""
-        p = Project(self.workspace, name)
+        p = self.project(name)  # a bad or missing project is the caller's 400/404, not a FileNotFoundError
         info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
         from .training.data import parse_kohya_dirname
 

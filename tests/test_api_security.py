@@ -240,6 +240,9 @@ def test_errors_are_json_4xx_without_traceback_and_nan_is_null(env, monkeypatch)
     c, service = env["client"], env["service"]
     checks = [
         (c.get("/projects/nope"), 404, "no project"),
+        (c.get("/projects/nope/images"), 404, "no project"),  # the dataset folder of a missing project
+        (c.get("/projects/%25%C3%80/images"), 400, "invalid project name"),  # schemathesis found this one
+        (c.get("/projects/nope/captions"), 404, "no project"),
         (c.post("/projects", json={"name": "../x"}), 400, "invalid project name"),
         (c.post("/projects", json={"name": "p"}), 409, "already exists"),
         (c.post("/projects", content=b"{not json", headers={"content-type": "application/json"}), 422, ""),
