@@ -111,8 +111,9 @@ def prepare_rows(n: int = N_PHOTOS, model: str = "u2netp") -> list[dict]:
         else:
             rows.append(_row(name, None, cpus=cpus, note=why))
             out = Path(tmp) / "crop"
-        from .tagging.autotag import list_images, tag_paths
+        from .tagging.autotag import tag_paths
         from .tagging.registry import get_tagger
+        from .training.data import list_images
 
         images = list_images(out)
         with _Timer() as t:

@@ -36,6 +36,17 @@ def _process_umask() -> int:
 FILE_MODE = 0o666 & ~_process_umask()
 
 
+def file_version_key(path: str | os.PathLike, *extra: object) -> str:
+    """A hex digest naming one version of a file — its resolved path, size and modification time — and
+    ``extra`` (what else a derived file depends on): the key of every cache that derives a file from a photo
+    (gallery thumbnails, cached latents), so an edited or replaced photo is derived again."""
+    import hashlib
+
+    st = os.stat(path)
+    parts = [str(Path(path).resolve()), str(st.st_size), str(st.st_mtime_ns), *map(str, extra)]
+    return hashlib.sha256("|".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it onto ``path``."""

@@ -56,10 +56,11 @@ def test_plain_folder_uses_config_repeats_and_gb18030_caption(tmp_path):
 def test_files_training_does_not_read_are_reported_never_dropped_silently(tmp_path):
     a = tmp_path / "10_amy"
     _img(a / "a.png")
-    for name in ("IMG_2.HEIC", "scan.tif", "anim.gif", "IMG_2.MOV"):
+    for name in ("IMG_2.HEIC", "scan.tif", "anim.gif", "IMG_2.MOV", "._IMG_2.HEIC"):  # last: macOS's sidecar
         (a / name).write_bytes(b"not decoded by the scan")
+    _img(a / "a.mask.png")
     scan = D.scan_dataset(tmp_path, 1)
-    assert [i.path.name for i in scan.items] == ["a.png"]
+    assert [i.path.name for i in scan.items] == ["a.png"] and scan.items[0].mask == a / "a.mask.png"
     assert [p.name for p in scan.left_out] == ["IMG_2.HEIC", "IMG_2.MOV", "anim.gif", "scan.tif"]
     assert D.left_out_text(scan.left_out).startswith("4 file(s) in a format training does not read (IMG_2.HEIC")
     # only such files: the error says to prepare them, not "no images"

@@ -38,6 +38,22 @@ def test_toy_tagger_captions_a_folder(toy_folder):
     assert (toy_folder / "tag-report.json").is_file()
 
 
+def test_tagging_skips_by_name_what_training_would_not_read(toy_folder, tmp_path):
+    for name in ("IMG_9.HEIC", "anim.gif"):
+        (toy_folder / name).write_bytes(b"a photo training leaves out")
+    rep = tag_folder(toy_folder, TagConfig(tagger="toy"))
+    assert rep["counts"] == {"tagged": 2, "skipped": 2}
+    skipped = {f["file"]: f["reason"] for f in rep["files"] if f["status"] == "skipped"}
+    assert set(skipped) == {"IMG_9.HEIC", "anim.gif"} and "prepare" in skipped["anim.gif"]
+    assert not (toy_folder / "anim.txt").exists() and not (toy_folder / "IMG_9.txt").exists()
+    only = tmp_path / "phone"
+    only.mkdir()
+    (only / "IMG_1.HEIC").write_bytes(b"x")
+    with pytest.raises(UserError, match="no images training can read") as err:
+        tag_folder(only, TagConfig(tagger="toy"))
+    assert "IMG_1.HEIC" in str(err.value) and "prepare" in err.value.hint
+
+
 def test_existing_caption_policies_and_backup(toy_folder):
     (toy_folder / "img0.txt").write_text("my own words, red circle\n", encoding="utf-8")
     rep = tag_folder(toy_folder, TagConfig(tagger="toy"))  # skip is the default

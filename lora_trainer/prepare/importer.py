@@ -199,9 +199,9 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
 def thumbnail_path(path: Path, cache: Path) -> Path:
     """Where ``browser_view`` keeps ``path``'s thumbnail: named by the file's path, size and time, so an edited
     or replaced photo gets a new one."""
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
-    return Path(cache) / f"{path.stem[:60]}-{key.hexdigest()[:12]}.jpg"
+    from ..workspace import file_version_key
+
+    return Path(cache) / f"{path.stem[:60]}-{file_version_key(path)[:12]}.jpg"
 
 
 def browser_view(path: Path, cache: Path, max_side: int = 512, max_pixels: Optional[float] = None) -> Path:

@@ -18,9 +18,9 @@ from PIL import Image
 
 from ..errors import UserError
 from ..workspace import write_json, write_text
+from ..training.data import CAPTION_EXTS, IMAGE_EXTS, left_out_text, read_folder
 from .base import Tagger, TagResult, format_caption
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 BACKUP_DIR = ".backup"
 
 
@@ -52,17 +52,11 @@ def caption_for(result: TagResult, cfg, existing: Optional[str] = None) -> str:
 
 
 def existing_caption(image: Path) -> Optional[Path]:
-    for ext in (".txt", ".caption"):
+    for ext in CAPTION_EXTS:
         p = image.with_suffix(ext)
         if p.is_file():
             return p
     return None
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Images of a dataset folder (masks and hidden files excluded), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.stem.endswith(".mask") and not p.name.startswith("."))
 
 
 def _load(path: Path) -> Image.Image:
@@ -151,10 +145,18 @@ def tag_folder(folder, cfg, tagger: Optional[Tagger] = None, progress: Optional[
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}", "give --input a folder of images")
     tagger = tagger or ready_tagger(cfg)
-    images = list_images(folder)
+    images, unread = read_folder(folder)  # the formats training reads: a caption for a HEIC would train nothing
+    if not images and unread:
+        raise UserError(f"no images training can read in {folder}: {left_out_text(unread)}",
+                        "run the prepare step on them first: it writes them as PNG")
     if not images:
         raise UserError(f"no images in {folder}", f"put {', '.join(IMAGE_EXTS)} files there")
     report = tag_paths(images, tagger, cfg, progress, should_stop)
+    for p in unread:
+        report["files"].append({"file": p.name, "status": "skipped",
+                                "reason": "a format training does not read (the prepare step writes it as PNG)"})
+    if unread:
+        report["counts"]["skipped"] = report["counts"].get("skipped", 0) + len(unread)
     if write_report:
         write_json(folder / "tag-report.json", report)
     return report

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import UserError
-from ..prepare.importer import SOURCE_IMAGE_EXTS, VIDEO_EXTS
+from ..prepare.importer import CAPTION_EXTS, SOURCE_IMAGE_EXTS, VIDEO_EXTS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CAPTION_EXTS = (".txt", ".caption")
 UNREAD_EXTS = tuple(e for e in SOURCE_IMAGE_EXTS if e not in IMAGE_EXTS) + tuple(sorted(VIDEO_EXTS))
 """What the import step takes (HEIC, AVIF, GIF, TIFF) and phone videos, which training does not read: reported
 as left out, never skipped silently. The prepare step converts the photos to PNG."""
@@ -76,8 +75,21 @@ class DatasetScan:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.stem.endswith(".mask") and not p.name.startswith("."))
+    """The images of a dataset folder training reads (masks and hidden files excluded), sorted."""
+    return read_folder(folder)[0]
+
+
+def read_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """One listing of ``folder``: (the images training reads, the files it leaves out — ``UNREAD_EXTS``), each
+    sorted. Masks (``*.mask.png``) and hidden files are neither."""
+    images, left_out = [], []
+    for p in folder.iterdir():
+        ext = p.suffix.lower()
+        if p.name.startswith(".") or p.stem.endswith(".mask") or ext not in IMAGE_EXTS + UNREAD_EXTS \
+                or not p.is_file():
+            continue
+        (images if ext in IMAGE_EXTS else left_out).append(p)
+    return sorted(images), sorted(left_out)
 
 
 def scan_dataset(root: str | Path, default_repeats: int) -> DatasetScan:
@@ -97,8 +109,8 @@ def scan_dataset(root: str | Path, default_repeats: int) -> DatasetScan:
     left_out: list[Path] = []
     folders: dict[str, dict] = {}
     for folder, repeats, class_name in groups:
-        images = list_images(folder)
-        left_out += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in UNREAD_EXTS)
+        images, unread = read_folder(folder)
+        left_out += unread
         folders[folder.name] = {"n_repeats": repeats, "img_count": len(images)}
         for img in images:
             cap = read_caption(img)
@@ -281,12 +293,10 @@ class LatentDiskCache:
         self.folder, self.model, self.seed = Path(folder), model, seed
 
     def _file(self, image: Path, bucket: tuple[int, int], flip: bool = False) -> Path:
-        import hashlib
+        from ..workspace import file_version_key
 
-        st = Path(image).stat()
-        key = f"{Path(image).resolve()}|{st.st_size}|{st.st_mtime_ns}|{bucket[0]}x{bucket[1]}|{self.model}|{self.seed}"
-        key += "|flip" if flip else ""
-        return self.folder / f"{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()}.safetensors"
+        key = file_version_key(image, f"{bucket[0]}x{bucket[1]}", self.model, self.seed, *(["flip"] if flip else []))
+        return self.folder / f"{key[:40]}.safetensors"
 
     def get(self, image: Path, bucket: tuple[int, int], flip: bool = False):
         from safetensors.torch import load_file
