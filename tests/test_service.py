@@ -44,7 +44,9 @@ def test_phone_formats_are_source_images_and_the_tab_shows_heic_by_a_thumbnail(t
     assert svc.images("p", "source") == ["IMG_0001.HEIC", "a.jpg", "scan.tif"]
     assert svc.project_info("p")["source_images"] == 3
     assert {".heic", ".heif", ".avif", ".tif"} <= set(image_exts())
-    shown = dict((name, path) for path, name in gallery(svc, "p"))
+    views = gallery(svc, "p")  # made on a thread pool: the order is still the listing's
+    assert [name for _, name in views] == svc.images("p", "source")
+    shown = dict((name, path) for path, name in views)
     assert shown["a.jpg"].endswith("source/a.jpg")
     for name in ("IMG_0001.HEIC", "scan.tif"):
         assert "/cache/thumbs/" in shown[name] and shown[name].endswith(".jpg"), shown
