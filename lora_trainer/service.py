@@ -243,7 +243,8 @@ class Service:
 
         def job(ctx: JobContext) -> dict:  # its own tagger, so the model it loads is freed with the job
             report = tag_folder(folder, cfg, progress=ctx.progress, should_stop=ctx.should_stop)
-            return {k: v for k, v in report.items() if k != "files"}
+            skipped = [f for f in report["files"] if f["status"] == "skipped"]  # by name, for the tab's message
+            return {**{k: v for k, v in report.items() if k != "files"}, "skipped": skipped}
 
         return self._submit(name, "tag", {"tag": dataclasses.asdict(cfg)}, job)
 

@@ -176,8 +176,12 @@ def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
     assert svc.images("amy", "dataset") == ["pic0.png", "pic1.png", "pic2.png"]
 
     tag_vals = [C.default_of(step_tag.TagConfig, n) for n in step_tag.OPTION_NAMES]
+    stray = svc.dataset_dir("amy") / "IMG_8.HEIC"  # not captioned, and named in the step's message
+    stray.write_bytes(b"x")
     out = last(handler(tab, steps["tag"]["run"])("amy", "toy", "zkw", *tag_vals))
+    stray.unlink()
     assert 'data-status="finished"' in out[0] and len(out[1]) == 3
+    assert "tagged: 3, skipped: 1" in out[-1] and "Skipped: IMG_8.HEIC (a format training does not read" in out[-1]
     assert all(cap.startswith("zkw, ") for _img, cap in out[1])
     # a tagger that cannot run here: the message at once, beside the step, and no job queued
     jobs = len(svc.runner.list())

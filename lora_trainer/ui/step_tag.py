@@ -63,8 +63,12 @@ def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values):
         pics = captions(ctx.service, name) if done and st["status"] != "failed" else gr.update()
         msg = done_text(st, ctx.t) if done else ""
         if st["status"] == "finished":
-            counts = (st.get("result") or {}).get("counts") or {}
-            msg += " " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+            result = st.get("result") or {}
+            msg += " " + ", ".join(f"{k}: {v}" for k, v in (result.get("counts") or {}).items())
+            skipped = result.get("skipped") or []
+            if skipped:
+                msg += "\n" + ctx.t("Skipped:") + " " + "; ".join(
+                    f"{f['file']} ({f.get('reason', '')})" for f in skipped[:10]) + (" …" if len(skipped) > 10 else "")
         yield [progress_html(st, ctx.t), pics, msg]
 
 
