@@ -176,8 +176,14 @@ def test_sweep_runs_end_to_end_on_the_tiny_model_with_the_stand_in_judge(tmp_pat
     from lora_trainer.training.lr_sweep import sweep
 
     fig = sweep(tmp_path, grid=(1e-3, 1e-1), max_steps=2, use_toy=False, estimate=False, max_extensions=1,
-                judge_seeds=8)
+                judge_seeds=8, train_seeds=(1, 2))
     assert fig["model"].startswith("tiny") and {1e-3, 1e-1} <= {lr for lr, _ in fig["rates"]}
     assert all(0.0 <= r <= 1.0 for _, r in fig["rates"])
     assert all(d["steps"] == 2 for d in fig["details"].values())
+    # each lr's rate is the mean over the training seeds, each of which trained its own LoRA
+    for lr, rate in fig["rates"]:
+        per_seed = fig["details"][lr]["per_seed"]
+        assert set(per_seed) == {1, 2} and rate == pytest.approx(sum(per_seed.values()) / 2)
+        assert all((tmp_path / f"lr-{lr:.3g}-seed{s}").is_dir() for s in (1, 2))
+    assert fig["train_seeds"] == [1, 2]
     assert fig["best_lr"] in dict(fig["rates"]) and len(fig["extended"]) <= 1

@@ -80,7 +80,7 @@ def build_optimizer(name: str, param_groups: list[dict], device: torch.device,
         groups = [{**g, "lr": top, "layer_scale": g["lr"] / top} for g in param_groups]
         # Adam's bias correction on, as in the AdamW/AdamW8bit run the estimate is for: without it the
         # early steps are 3-10x smaller and d grows to make up for it (toy preset: d·lr 0.040 without,
-        # 0.012 with; the LR sweep's best is 0.008, see README "The LR estimate").
+        # 0.012 with; the three-seed LR sweep's best is 0.004, see README "The LR estimate").
         return _quietly(DAdaptAdam, groups, weight_decay=weight_decay, decouple=True,
                         use_bias_correction=True), name, None
     if name == "Prodigy":
