@@ -137,8 +137,9 @@ class Service:
         p = self.project(name)
         info = json.loads((p.root / "project.json").read_text(encoding="utf-8"))
         info["source_images"] = _count_images(p.source, "source")
-        info["dataset_dir"] = str(self.dataset_dir(name))
-        info["dataset_images"] = _count_images(self.dataset_dir(name))
+        dataset = self.dataset_dir(name)
+        info["dataset_dir"] = str(dataset)
+        info["dataset_images"] = _count_images(dataset)
         info["outputs"] = sorted(f.name for f in p.output.glob("*.safetensors"))
         return info
 

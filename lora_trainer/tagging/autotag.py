@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..workspace import write_json, write_text
-from ..training.data import CAPTION_EXTS, IMAGE_EXTS, left_out_text, read_folder
+from ..training.data import IMAGE_EXTS, caption_file, left_out_text, read_folder
 from .base import Tagger, TagResult, format_caption
 
 BACKUP_DIR = ".backup"
@@ -51,14 +51,6 @@ def caption_for(result: TagResult, cfg, existing: Optional[str] = None) -> str:
     return ", ".join(tags)
 
 
-def existing_caption(image: Path) -> Optional[Path]:
-    for ext in CAPTION_EXTS:
-        p = image.with_suffix(ext)
-        if p.is_file():
-            return p
-    return None
-
-
 def _load(path: Path) -> Image.Image:
     with Image.open(path) as im:
         im.load()
@@ -79,7 +71,7 @@ def tag_paths(paths: Sequence[Path], tagger: Tagger, cfg, progress: Optional[Cal
     stamp = time.strftime("%Y%m%d-%H%M%S")
     todo: list[tuple[Path, Optional[str]]] = []
     for p in paths:
-        cap = existing_caption(p)
+        cap = caption_file(p)
         text = cap.read_text(encoding="utf-8", errors="replace").strip() if cap else ""
         if text and cfg.existing == "skip":
             files.append({"file": p.name, "status": "skipped", "reason": f"has a caption ({cap.name})"})
@@ -112,7 +104,7 @@ def tag_paths(paths: Sequence[Path], tagger: Tagger, cfg, progress: Optional[Cal
             target = p.with_suffix(".txt")
             if old is not None:
                 backup = backup or p.parent / BACKUP_DIR / f"tag-{stamp}"
-                src = existing_caption(p)
+                src = caption_file(p)
                 backup.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, backup / src.name)
             write_text(target, line + "\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..errors import UserError
-from ..training.data import CAPTION_EXTS, list_images, read_caption
+from ..training.data import CAPTION_EXTS, caption_file, list_images, read_caption
 from ..workspace import TMP_PREFIX, write_bytes, write_json, write_text
 from . import ops
 
@@ -39,15 +39,6 @@ STALE_TMP_S = 600
 
 def _sha(data: Optional[bytes]) -> Optional[str]:
     return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-def caption_file(image: Path) -> Optional[Path]:
-    """The caption training would read for ``image`` (``.txt`` first), or None."""
-    for ext in CAPTION_EXTS:
-        p = image.with_suffix(ext)
-        if p.is_file():
-            return p
-    return None
 
 
 def find_images(folder: Path) -> list[Path]:

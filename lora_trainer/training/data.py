@@ -20,6 +20,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 UNREAD_EXTS = tuple(e for e in SOURCE_IMAGE_EXTS if e not in IMAGE_EXTS) + tuple(sorted(VIDEO_EXTS))
 """What the import step takes (HEIC, AVIF, GIF, TIFF) and phone videos, which training does not read: reported
 as left out, never skipped silently. The prepare step converts the photos to PNG."""
+_LISTED_EXTS = frozenset(IMAGE_EXTS + UNREAD_EXTS)
 KOHYA_DIR = re.compile(r"^(\d+)_(.+)$")
 
 
@@ -33,18 +34,26 @@ def parse_kohya_dirname(name: str) -> Optional[tuple[int, str]]:
     return int(m.group(1)), m.group(2)
 
 
-def read_caption(image: Path) -> Optional[str]:
-    """The image's caption from ``.txt``, else ``.caption``; None when it has neither."""
+def caption_file(image: Path) -> Optional[Path]:
+    """The caption file training reads for ``image``: ``.txt``, else ``.caption``; None when it has neither."""
     for ext in CAPTION_EXTS:
         cap = image.with_suffix(ext)
         if cap.is_file():
-            raw = cap.read_bytes()
-            try:
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = raw.decode("gb18030", errors="replace")
-            return " ".join(text.split())
+            return cap
     return None
+
+
+def read_caption(image: Path) -> Optional[str]:
+    """The image's caption (``caption_file``'s text, whitespace collapsed); None when it has none."""
+    cap = caption_file(image)
+    if cap is None:
+        return None
+    raw = cap.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("gb18030", errors="replace")
+    return " ".join(text.split())
 
 
 @dataclass
@@ -85,8 +94,7 @@ def read_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     images, left_out = [], []
     for p in folder.iterdir():
         ext = p.suffix.lower()
-        if p.name.startswith(".") or p.stem.endswith(".mask") or ext not in IMAGE_EXTS + UNREAD_EXTS \
-                or not p.is_file():
+        if p.name.startswith(".") or p.stem.endswith(".mask") or ext not in _LISTED_EXTS or not p.is_file():
             continue
         (images if ext in IMAGE_EXTS else left_out).append(p)
     return sorted(images), sorted(left_out)
