@@ -87,6 +87,7 @@ class JobRunner:
         self._listeners: list[Callable[[str, str, dict], None]] = []
         self._mutex = threading.RLock()
         self._done = threading.Condition(self._mutex)
+        self._announcing: set[str] = set()  # finished jobs whose listeners are still being told
         self._load_from_disk()
         self._thread = threading.Thread(target=self._work, name="lora-trainer-jobs", daemon=True)
         self._thread.start()
@@ -140,7 +141,7 @@ class JobRunner:
     def wait(self, job_id: str, timeout: Optional[float] = None) -> dict:
         deadline = None if timeout is None else time.time() + timeout
         with self._done:
-            while self._states[job_id]["status"] not in DONE:
+            while self._states[job_id]["status"] not in DONE or job_id in self._announcing:
                 left = None if deadline is None else deadline - time.time()
                 if left is not None and left <= 0:
                     raise TimeoutError(job_id)
@@ -182,9 +183,12 @@ class JobRunner:
                 self._write_state(job_id)
 
     def _finish(self, job_id: str, status: str, **fields: Any) -> None:
-        self._update(job_id, status=status, finished=time.time(), **fields)
-        self._emit(job_id, status, fields)  # before waking waiters: wait() returning means listeners were told
+        with self._mutex:  # the status and "still announcing" change together, so wait() never sees one alone
+            self._announcing.add(job_id)
+            self._update(job_id, status=status, finished=time.time(), **fields)
+        self._emit(job_id, status, fields)  # outside the lock: wait() returning means listeners were told
         with self._done:
+            self._announcing.discard(job_id)
             self._done.notify_all()
 
     def _emit(self, job_id: str, event: str, data: dict) -> None:

@@ -123,6 +123,22 @@ def test_restart_lists_jobs_and_marks_interrupted(tmp_path):
     r2.shutdown()
 
 
+def test_wait_returns_only_after_the_listeners_were_told(tmp_path):
+    """The state turns finished before the listeners run: a wait() that starts in that gap still waits for
+    them (the tab and the WebUI's job lock rely on it). A slow listener holds the gap open."""
+    r = JobRunner(tmp_path)
+    told = []
+    r.subscribe(lambda j, e, d: (time.sleep(0.5), told.append(e)) if e == FINISHED else None)
+    j = r.submit("x", lambda ctx: {"ok": 1})
+    deadline = time.time() + 10
+    while r.get(j)["status"] != FINISHED and time.time() < deadline:
+        time.sleep(0.005)
+    assert r.get(j)["status"] == FINISHED and told == []  # inside the gap: the listener is still asleep
+    r.wait(j, 10)
+    assert told == [FINISHED]
+    r.shutdown()
+
+
 def test_listener_failure_does_not_break_jobs(tmp_path):
     r = JobRunner(tmp_path)
     events = []
