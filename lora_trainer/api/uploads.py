@@ -117,8 +117,11 @@ def import_files(service, name: str, files: Iterable, limits: ApiLimits) -> dict
     try:
         saved, rejected = save_uploads(files, tmp, limits)
         check_image_count(len(service.images(name, "source")), count_images(saved, limits), limits)
-        report = service.add_images(name, saved) if saved else \
-            {"copied": [], "rejected": [], "duplicates": [], "source_images": service.project_info(name)["source_images"]}
+        if saved:
+            report = service.add_images(name, saved)
+        else:
+            report = {"copied": [], "rejected": [], "duplicates": [],
+                      "source_images": service.project_info(name)["source_images"]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**report, "rejected": rejected + report["rejected"]}

@@ -363,13 +363,14 @@ def copy_into(sources: Iterable[Path], dest: Path, limits: ZipLimits = ZipLimits
     """Check uploaded files, folders or zips and copy the good ones into a project's ``source/`` (the tab and
     the API, through ``Service.add_images``).
 
-    Every image is decoded now (the same checks as the import step: empty, not an image, truncated, a
-    decompression bomb over ``max_pixels``, by default the import step's), so a bad file is refused by name with its reason instead of
-    being counted as added and shown broken. An image whose bytes are already in ``dest`` (or earlier in
-    this batch) is skipped and said, so adding the same photos twice makes no ``_2`` copies; a different
-    file under a name already taken still gets a ``_2``, ``_3``… suffix rather than replacing one. A
-    caption follows its image (skipped with it, renamed with it). Originals are only read; zips are
-    extracted into a staging folder beside ``dest`` first, so a refused member never lands in ``source/``.
+    Every image is decoded now (the import step's checks: empty, not an image, truncated, a decompression
+    bomb over ``max_pixels``, by default the import step's limit), so a bad file is refused by name with its
+    reason instead of being counted as added and shown broken. An image whose bytes are already in
+    ``dest`` (or earlier in this batch) is skipped and said, so adding the same photos twice makes no
+    ``_2`` copies; a different file under a name already taken still gets a ``_2``, ``_3``… suffix rather
+    than replacing one. A caption follows its image (skipped with it, renamed with it). Originals are only
+    read; zips are extracted into a staging folder beside ``dest`` first, so a refused member never lands
+    in ``source/``.
 
     Returns ``{"copied": [names], "rejected": [report lines], "duplicates": [report lines]}``; names are
     relative to ``dest``, report lines are ``{"file", "status", "reason"}`` (+ ``duplicate_of``).

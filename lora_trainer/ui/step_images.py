@@ -43,7 +43,7 @@ def add_images(service, t, project: Optional[str], files) -> list:
     name = need_project(project)
     paths = file_paths(files)
     if not paths:
-        return [gallery(service, name), "", gr_skip(), "⚠ " + t("Choose images or a zip to upload first.")]
+        return [gallery(service, name), "", _unchanged(), "⚠ " + t("Choose images or a zip to upload first.")]
     rep = service.add_images(name, paths)
     lines = [t("{n} image(s) added.", n=sum(1 for c in rep["copied"] if _is_image(c)))]
     if rep["rejected"]:
@@ -70,7 +70,7 @@ def _listing(t, lines: list, most: int = 20) -> str:
     return "; ".join(one(r) for r in lines[:most]) + (" " + t("and {n} more", n=more) if more > 0 else "")
 
 
-def gr_skip():
+def _unchanged():
     import gradio as gr
 
     return gr.update()
@@ -82,7 +82,7 @@ def remove_image(service, t, project: Optional[str], image: str) -> list:
 
     name = need_project(project)
     if not image:
-        return [gallery(service, name), "", gr_skip(), "⚠ " + t("Click an image in the gallery first.")]
+        return [gallery(service, name), "", _unchanged(), "⚠ " + t("Click an image in the gallery first.")]
     service.delete_image(name, image, "source")
     return [gallery(service, name), "", project_summary(service, t, name), t("Removed {name}.", name=image)]
 
