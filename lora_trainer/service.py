@@ -171,11 +171,16 @@ class Service:
 
     # ---- images ------------------------------------------------------------------------------------
     def add_images(self, name: str, files: list[Path]) -> dict:
-        """Copy uploaded files (or extract zips) into ``source/``; the uploads themselves are not touched."""
+        """Check uploaded files (or zips) and copy the good ones into ``source/``; the uploads themselves are
+        not touched. ``{"copied", "rejected", "duplicates", "source_images"}``: each refused file by name with
+        its reason, exact duplicates of what the project has (or of an earlier file of the batch) skipped
+        and named, and the project's source-image count after the import (``importer.copy_into``)."""
         from .prepare.importer import copy_into
 
         p = self.project(name)
-        return copy_into([Path(f) for f in files], p.source)
+        report = copy_into([Path(f) for f in files], p.source)
+        report["source_images"] = _count_images(p.source, "source")
+        return report
 
     def image_folder(self, name: str, where: str = "dataset") -> Path:
         """The project's ``source/`` (``where="source"``) or its dataset folder."""

@@ -168,7 +168,7 @@ def test_server_side_paths_are_confined_to_the_roots(env):
     assert not any(p.is_symlink() for p in source.rglob("*"))
     # relative paths are taken from the first root (the workspace)
     r = c.post("/projects/p/images/import", json={"path": "p/source/p0.png"})
-    assert r.status_code == 201 and r.json()["copied"] == ["p0_2.png"]
+    assert r.status_code == 201 and r.json()["copied"] == [] and r.json()["duplicates"][0]["duplicate_of"] == "p0.png"
     assert snapshot(env["outside"]) == outside_before
 
 
@@ -176,9 +176,9 @@ def test_uploads_names_zips_and_limits(env):
     c, ws, tmp = env["client"], env["ws"], env["tmp"]
     source = ws / "p" / "source"
     tree_outside = snapshot(tmp, skip=("ws",))
-    files = [("files", ("../../evil.png", _png(), "image/png")),
-             ("files", ("..\\..\\evil2.png", _png(), "image/png")),
-             ("files", ("/abs/evil3.png", _png(), "image/png")),
+    files = [("files", ("../../evil.png", _png((1, 1, 1)), "image/png")),
+             ("files", ("..\\..\\evil2.png", _png((2, 2, 2)), "image/png")),
+             ("files", ("/abs/evil3.png", _png((3, 3, 3)), "image/png")),
              ("files", ("run.sh", b"#!/bin/sh\nrm -rf /\n", "text/x-sh")),
              ("files", ("IMG_0001.MOV", b"\0\0\0\x14ftypqt  ", "video/quicktime"))]
     r = c.post("/projects/p/images", files=files)
@@ -190,7 +190,7 @@ def test_uploads_names_zips_and_limits(env):
     # zip slip, absolute and symlink members are refused; the rest is imported
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as zf:
-        zf.writestr("ok/z.png", _png())
+        zf.writestr("ok/z.png", _png((4, 4, 4)))
         zf.writestr("../../../zipslip.png", _png())
         zf.writestr("/abs.png", _png())
         link = zipfile.ZipInfo("link.png")
@@ -221,6 +221,38 @@ def test_uploads_names_zips_and_limits(env):
     assert snapshot(source) == before
     assert snapshot(tmp, skip=("ws",)) == tree_outside
     assert not [p for p in ws.iterdir() if p.name.startswith(".upload-")]  # temporary folders removed
+
+
+def test_uploads_are_checked_on_arrival_and_exact_duplicates_skipped(env):
+    """#28 over HTTP: a multipart upload with an empty file, a text file named .jpg, a truncated JPEG and
+    duplicates adds the good image, names each refused file with its reason and each skipped duplicate,
+    and answers the project's new count; the same upload again adds nothing (no ``_2`` copies)."""
+    from PIL import Image
+
+    c, ws = env["client"], env["ws"]
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (10, 200, 30)).save(buf, format="JPEG", quality=95)
+    jpeg = buf.getvalue()
+    good = _png((7, 70, 170), size=32)
+    files = [("files", ("good.png", good, "image/png")),
+             ("files", ("twin.png", good, "image/png")),
+             ("files", ("empty.png", b"", "image/png")),
+             ("files", ("notes.jpg", b"just some text", "image/jpeg")),
+             ("files", ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"))]
+    r = c.post("/projects/p/images", files=files)
+    assert r.status_code == 201, r.text
+    rep = r.json()
+    assert rep["copied"] == ["good.png"], rep
+    reasons = {x["file"]: x["reason"] for x in rep["rejected"]}
+    assert reasons == {"empty.png": "empty file (0 bytes)", "notes.jpg": "not an image (format not recognised)",
+                       "cut.jpg": reasons.get("cut.jpg", "")} and reasons["cut.jpg"].startswith("truncated file")
+    assert [(d["file"], d["duplicate_of"]) for d in rep["duplicates"]] == [("twin.png", "good.png")]
+    assert rep["source_images"] == 1
+    assert c.get("/projects/p/images", params={"where": "source"}).json()["images"] == ["good.png"]
+    r = c.post("/projects/p/images", files=files[:1])
+    assert r.status_code == 201 and r.json()["copied"] == [] and r.json()["source_images"] == 1
+    assert "already in the project" in r.json()["duplicates"][0]["reason"]
+    assert sorted(p.name for p in (ws / "p" / "source").iterdir()) == ["good.png"]
 
 
 def test_bearer_token_is_required_everywhere(env):

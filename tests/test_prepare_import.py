@@ -156,6 +156,34 @@ def test_copy_into_project_source_keeps_both_names(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["x.jpg", "x_2.jpg"]
 
 
+def test_copy_into_checks_zip_members_before_they_land_and_captions_follow_their_image(tmp_path):
+    """A zip's bad member is refused by its archive name and never reaches ``source/``; a caption is renamed
+    with its image (a different photo under a taken name) and skipped with a duplicate image."""
+    import io
+
+    dest = tmp_path / "project" / "source"
+    up = tmp_path / "up"
+    up.mkdir()
+    photo(64, 64, 1).save(up / "x.jpg")
+    assert copy_into([up / "x.jpg"], dest)["copied"] == ["x.jpg"]
+    buf = io.BytesIO()
+    photo(64, 64, 2).save(buf, format="JPEG")
+    z = tmp_path / "batch.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("x.jpg", buf.getvalue())                                # another photo, same name
+        zf.writestr("x.txt", "zkw, red")
+        zf.writestr("cut.jpg", buf.getvalue()[:200])
+        zf.writestr("same.jpg", (up / "x.jpg").read_bytes())                # the project's x.jpg again
+        zf.writestr("same.txt", "zkw")
+    rep = copy_into([z], dest)
+    assert rep["copied"] == ["x_2.jpg", "x_2.txt"], rep
+    assert [(r["file"], r["reason"].split(" (")[0]) for r in rep["rejected"]] == [
+        ("batch.zip/cut.jpg", "truncated file"), ("batch.zip/same.txt", "caption of an image that was not added")]
+    assert [(d["file"], d["duplicate_of"]) for d in rep["duplicates"]] == [("batch.zip/same.jpg", "x.jpg")]
+    assert sorted(p.name for p in dest.iterdir()) == ["x.jpg", "x_2.jpg", "x_2.txt"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["source"]      # the staging folder is gone
+
+
 def test_decode_uses_a_reduced_jpeg_scale_and_keeps_original_geometry(tmp_path):
     p = tmp_path / "big.jpg"
     photo(2400, 1800, 3).save(p, quality=90)

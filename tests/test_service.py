@@ -123,3 +123,53 @@ def test_the_steps_run_as_jobs_in_the_project(tmp_path):
     assert {s["id"] for s in again.runner.list()} == {j1, j2, j3, j4}
     assert again.train_config("p").max_steps == 2  # the project keeps the config it trained with
     again.runner.shutdown()
+
+
+def test_add_images_checks_on_arrival_names_each_refused_file_and_skips_exact_duplicates(tmp_path):
+    """#28: an empty file, a text file named .jpg, a truncated JPEG and a decompression bomb are refused by
+    name with the reason (they used to be counted as added and shown broken), an exact duplicate of a project
+    image or of an earlier file of the batch is skipped and said (adding the same photos again used to make
+    ``_2`` copies), and the count that comes back is the project's."""
+    from PIL import Image
+
+    from prepare_fixtures import photo
+    from lora_trainer.service import Service
+
+    svc = Service(tmp_path / "ws")
+    svc.create_project("p")
+    first = _world_images(tmp_path / "first", 2)
+    rep = svc.add_images("p", first)
+    assert rep["copied"] == [f.name for f in first] and rep["rejected"] == rep["duplicates"] == []
+    assert rep["source_images"] == 2
+    up = tmp_path / "upload"
+    up.mkdir()
+    photo(640, 480, 5).save(up / "new.jpg", quality=90)
+    (up / "same-new.jpg").write_bytes((up / "new.jpg").read_bytes())       # a duplicate inside the batch
+    (up / "again.png").write_bytes(first[0].read_bytes())                  # a duplicate of a project image
+    (up / "empty.jpg").write_bytes(b"")
+    (up / "readme.jpg").write_text("not a photo", encoding="utf-8")
+    photo(640, 480, 6).save(up / "whole.jpg", quality=90)
+    data = (up / "whole.jpg").read_bytes()
+    (up / "cut.jpg").write_bytes(data[: len(data) // 2])                   # a half-copied photo
+    (up / "whole.jpg").unlink()
+    Image.new("1", (13000, 12000)).save(up / "bomb.png")                   # 156 MP in a few kB
+    rep = svc.add_images("p", sorted(up.iterdir()))
+    assert rep["copied"] == ["new.jpg"], rep
+    reasons = {r["file"]: r["reason"] for r in rep["rejected"]}
+    assert sorted(reasons) == ["bomb.png", "cut.jpg", "empty.jpg", "readme.jpg"], reasons
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["readme.jpg"] == "not an image (format not recognised)"
+    assert reasons["cut.jpg"].startswith("truncated file")
+    assert reasons["bomb.png"].startswith("too many pixels: 13000x12000") and "decompression-bomb" in reasons["bomb.png"]
+    dups = {r["file"]: r for r in rep["duplicates"]}
+    assert sorted(dups) == ["again.png", "same-new.jpg"], dups
+    assert dups["again.png"]["duplicate_of"] == first[0].name and "already in the project" in dups["again.png"]["reason"]
+    assert dups["same-new.jpg"]["duplicate_of"] == "new.jpg" and "in this upload" in dups["same-new.jpg"]["reason"]
+    names = sorted([f.name for f in first] + ["new.jpg"])
+    assert svc.images("p", "source") == names and rep["source_images"] == 3 == svc.project_info("p")["source_images"]
+    # the same files again: nothing added, no _2 copies, each said
+    rep = svc.add_images("p", first + [up / "new.jpg"])
+    assert rep["copied"] == [] and len(rep["duplicates"]) == 3 and rep["source_images"] == 3
+    assert sorted(p.name for p in svc.project("p").source.iterdir()) == names
+    assert not [p for p in svc.project("p").root.iterdir() if p.name.startswith(".lt-tmp")]  # staging removed
+    svc.runner.shutdown()

@@ -226,7 +226,9 @@ class ImageList(BaseModel):
 
 class ImportReport(BaseModel):
     copied: List[str]
-    rejected: List[Dict[str, Any]]
+    rejected: List[Dict[str, Any]]      # refused: {"file", "status", "reason"} (empty, not an image, truncated…)
+    duplicates: List[Dict[str, Any]] = []  # skipped: exact duplicates of a project image or of an earlier upload
+    source_images: Optional[int] = None    # the project's source images after the import
 
 
 class JobRef(BaseModel):

@@ -1,6 +1,7 @@
 """Uploaded files into a project: saved under a temporary folder in the workspace, checked, then handed to
-``Service.add_images`` (which copies them into ``source/`` and extracts zips with the importer's zip-slip
-and zip-bomb guards).
+``Service.add_images`` (which decodes every image with the import step's checks, skips exact duplicates of
+what the project has, copies the rest into ``source/`` and extracts zips with the importer's zip-slip and
+zip-bomb guards; the answer names each refused or skipped file with its reason).
 
 A client chooses the file names in a multipart upload, so a name is reduced to its last component and
 never used as a path; everything lands inside the temporary folder. Limits are checked before the
@@ -116,10 +117,14 @@ def import_files(service, name: str, files: Iterable, limits: ApiLimits) -> dict
     try:
         saved, rejected = save_uploads(files, tmp, limits)
         check_image_count(len(service.images(name, "source")), count_images(saved, limits), limits)
-        report = service.add_images(name, saved) if saved else {"copied": [], "rejected": []}
+        if saved:
+            report = service.add_images(name, saved)
+        else:
+            report = {"copied": [], "rejected": [], "duplicates": [],
+                      "source_images": service.project_info(name)["source_images"]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"copied": report["copied"], "rejected": rejected + report["rejected"]}
+    return {**report, "rejected": rejected + report["rejected"]}
 
 
 def import_path(service, name: str, source: Path, limits: ApiLimits) -> dict:

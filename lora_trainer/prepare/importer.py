@@ -358,30 +358,147 @@ def extract_zip(archive: Path, dest: Path, limits: ZipLimits = ZipLimits()) -> l
     return rejected
 
 
-def copy_into(sources: Iterable[Path], dest: Path, limits: ZipLimits = ZipLimits()) -> dict:
-    """Copy uploaded files, folders or zips into a project's ``source/`` folder (the tab and the API).
+def copy_into(sources: Iterable[Path], dest: Path, limits: ZipLimits = ZipLimits(),
+              max_pixels: Optional[float] = None) -> dict:
+    """Check uploaded files, folders or zips and copy the good ones into a project's ``source/`` (the tab and
+    the API, through ``Service.add_images``).
 
-    Returns ``{"copied": [names], "rejected": [report lines]}``. Originals are only read. A name already
-    in ``dest`` gets a ``_2``, ``_3``… suffix rather than replacing a file.
+    Every image is decoded now (the import step's checks: empty, not an image, truncated, a decompression
+    bomb over ``max_pixels``, by default the import step's limit), so a bad file is refused by name with its
+    reason instead of being counted as added and shown broken. An image whose bytes are already in
+    ``dest`` (or earlier in this batch) is skipped and said, so adding the same photos twice makes no
+    ``_2`` copies; a different file under a name already taken still gets a ``_2``, ``_3``… suffix rather
+    than replacing one. A caption follows its image (skipped with it, renamed with it). Originals are only
+    read; zips are extracted into a staging folder beside ``dest`` first, so a refused member never lands
+    in ``source/``.
+
+    Returns ``{"copied": [names], "rejected": [report lines], "duplicates": [report lines]}``; names are
+    relative to ``dest``, report lines are ``{"file", "status", "reason"}`` (+ ``duplicate_of``).
     """
+    import tempfile
+
+    if max_pixels is None:
+        from .config import PrepareConfig
+
+        max_pixels = PrepareConfig().max_megapixels * 1e6
     dest.mkdir(parents=True, exist_ok=True)
+    rejected: list[dict] = []
+    found: list[tuple[str, str, Path]] = []   # (shown name, name relative to dest, file to copy)
+    staging = Path(tempfile.mkdtemp(prefix=".lt-tmp-import-", dir=dest.parent))
+    try:
+        for i, src in enumerate(Path(s) for s in sources):
+            if src.is_dir():
+                found += [(display_name(f.relative_to(src).as_posix()), f.relative_to(src).as_posix(), f)
+                          for f in list_files(src)]
+            elif src.suffix.lower() == ".zip" and src.is_file():
+                out = staging / str(i)
+                rejected += extract_zip(src, out, limits)
+                for f in list_files(out):
+                    rel = f.relative_to(out).as_posix()
+                    found.append((f"{display_name(src.name)}/{display_name(rel)}", rel, f))
+            elif src.is_file():
+                found.append((display_name(src.name), src.name, src))
+            else:
+                rejected.append({"file": display_name(str(src)), "status": "skipped", "reason": "not found"})
+        report = _import_found(found, dest, max_pixels)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report["rejected"] = rejected + report["rejected"]
+    return report
+
+
+def check_image(path: Path, max_pixels: float) -> str:
+    """Why ``path`` cannot be imported ("" when it decodes): the import step's checks, run on arrival. The
+    whole file is decoded (a JPEG at a reduced scale), so a truncated file is found now, not at preparation."""
+    try:
+        decode(path, max_pixels, min_short=64)
+    except BadImage as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    return ""
+
+
+def _import_found(found: list[tuple[str, str, Path]], dest: Path, max_pixels: float) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     copied: list[str] = []
     rejected: list[dict] = []
-    for src in sources:
-        src = Path(src)
-        if src.is_dir():
-            for f in list_files(src):
-                rel = f.relative_to(src)
-                copied.append(_copy_unique(f, dest / rel))
-        elif src.suffix.lower() == ".zip":
-            before = set(list_files(dest))
-            rejected += extract_zip(src, dest, limits)
-            copied += [p.relative_to(dest).as_posix() for p in list_files(dest) if p not in before]
-        elif src.is_file():
-            copied.append(_copy_unique(src, dest / src.name))
-        else:
-            rejected.append({"file": display_name(str(src)), "status": "skipped", "reason": "not found"})
-    return {"copied": [display_name(c) for c in copied], "rejected": rejected}
+    duplicates: list[dict] = []
+    images = [x for x in found if x[2].suffix.lower() in SOURCE_IMAGE_EXTS]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(images), os.cpu_count() or 1))) as pool:
+        reasons = dict(zip((x[2] for x in images), pool.map(lambda x: check_image(x[2], max_pixels), images)))
+    existing = _ExistingHashes(dest)
+    batch: dict[str, str] = {}           # sha256 → shown name of the first file with these bytes
+    placed: dict[str, Optional[str]] = {}  # image rel stem → its name in dest (None: not added)
+    for shown, rel, path in found:
+        suffix = path.suffix.lower()
+        if suffix in CAPTION_EXTS:
+            continue
+        if suffix not in SOURCE_IMAGE_EXTS:
+            reason = VIDEO_REASON if suffix in VIDEO_EXTS else "not an image, zip or caption file"
+            rejected.append({"file": shown, "status": "skipped", "reason": reason})
+            continue
+        stem = PurePosixPath(rel).with_suffix("").as_posix()
+        if reasons[path]:
+            rejected.append({"file": shown, "status": "skipped", "reason": reasons[path]})
+            placed[stem] = None
+            continue
+        digest = sha256_file(path)
+        twin = None if digest in batch else existing.find(path, digest)
+        if twin is not None or digest in batch:
+            of = batch[digest] if twin is None else display_name(twin)
+            where = f"{of} in this upload" if twin is None else f"{of}, already in the project"
+            duplicates.append({"file": shown, "status": "duplicate", "duplicate_of": of,
+                               "reason": f"exact duplicate of {where}: skipped"})
+            placed[stem] = None
+            continue
+        batch[digest] = shown
+        name = _copy_unique(path, dest / rel)
+        placed[stem] = (PurePosixPath(rel).parent / name).as_posix()
+        existing.add(dest / placed[stem], digest)
+        copied.append(placed[stem])
+    for shown, rel, path in found:  # captions last: each follows its image
+        if path.suffix.lower() not in CAPTION_EXTS:
+            continue
+        stem = PurePosixPath(rel).with_suffix("").as_posix()
+        target = dest / (PurePosixPath(placed[stem]).with_suffix(path.suffix).as_posix() if placed.get(stem) else rel)
+        if target.is_file() and target.read_bytes() == path.read_bytes():
+            duplicates.append({"file": shown, "status": "duplicate", "duplicate_of": rel,
+                               "reason": "the same caption is already in the project: skipped"})
+            continue
+        if stem in placed and placed[stem] is None:
+            rejected.append({"file": shown, "status": "skipped",
+                             "reason": "caption of an image that was not added (see that image's line)"})
+            continue
+        name = _copy_unique(path, target)
+        copied.append((PurePosixPath(target.relative_to(dest).as_posix()).parent / name).as_posix())
+    return {"copied": [display_name(c) for c in copied], "rejected": rejected, "duplicates": duplicates}
+
+
+class _ExistingHashes:
+    """The images already in ``dest``, hashed only when a new file has the same size (exact duplicates do),
+    so a batch costs one listing, not a read of every photo in the project."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.by_size: dict[int, list[Path]] = {}
+        self.hashes: dict[Path, str] = {}
+        for f in list_files(dest):
+            if f.suffix.lower() in SOURCE_IMAGE_EXTS:
+                self.by_size.setdefault(f.stat().st_size, []).append(f)
+
+    def find(self, path: Path, digest: str) -> Optional[str]:
+        for f in self.by_size.get(path.stat().st_size, []):
+            if f not in self.hashes:
+                self.hashes[f] = sha256_file(f)
+            if self.hashes[f] == digest:
+                return f.relative_to(self.dest).as_posix()
+        return None
+
+    def add(self, path: Path, digest: str) -> None:
+        self.by_size.setdefault(path.stat().st_size, []).append(path)
+        self.hashes[path] = digest
 
 
 def _copy_unique(src: Path, target: Path) -> str:

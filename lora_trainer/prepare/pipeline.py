@@ -76,7 +76,7 @@ def _min_short(cfg: PrepareConfig, w: int, h: int) -> int:
     return cfg.size
 
 
-def _crop_box(batch: _Batch, dec, rel: str, notes: list) -> tuple[C.Box, Optional[np.ndarray]]:
+def _crop_box(batch: _Batch, dec, rel: str, notes: list, warnings: list) -> tuple[C.Box, Optional[np.ndarray]]:
     """Where to crop (original pixels), and the subject mask of the whole frame when one was computed."""
     cfg = batch.cfg
     W, H = dec.size
@@ -104,7 +104,9 @@ def _crop_box(batch: _Batch, dec, rel: str, notes: list) -> tuple[C.Box, Optiona
             if len(faces) > 1:
                 notes.append(f"{len(faces)} faces found: the largest used")
             return C.face_box(face, W, H, cfg.face_scale, cfg.head_room, min_side), None
-        notes.append("no face found: centre crop")
+        # a warning, not a note: the crop did not do what was asked, and the counts and the tab must say so
+        warnings.append("no face found: centre crop used (check the crop in the preview, or choose crop "
+                        "'subject' or 'manual' for this photo)")
         return C.center_box(W, H), None
     # subject: the file's own transparency, else the background model, else the busiest region
     mask = None
@@ -130,7 +132,7 @@ def _process(batch: _Batch, path: Path, rel: str, stem: str, caption_src: Option
     dec = decode(path, max_px, lambda w, h: _min_short(cfg, w, h))
     notes, warnings = list(dec.notes), []
     W, H = dec.size
-    box, _ = _crop_box(batch, dec, rel, notes)
+    box, _ = _crop_box(batch, dec, rel, notes, warnings)
     side = min(box[2] - box[0], box[3] - box[1])
     if cfg.crop == "none":
         out_size = C.fit_size(W, H, cfg.max_side)

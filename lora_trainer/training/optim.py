@@ -7,6 +7,7 @@ without bitsandbytes is an error naming the alternatives.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -38,6 +39,19 @@ def _probe_step(cls, device: torch.device, **kw) -> str:
         return ""
     except Exception as exc:  # noqa: BLE001
         return f"bitsandbytes cannot step on {device.type} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+
+
+@functools.lru_cache(maxsize=None)
+def _eightbit_fallback(device: str) -> str:
+    cls, why = _bnb_optim("AdamW8bit", torch.device(device))
+    return why or _probe_step(cls, torch.device(device))
+
+
+def eightbit_fallback(device) -> str:
+    """Why AdamW8bit would fall back to AdamW on ``device`` ("" when it runs there): the same load and
+    one-step probe ``build_optimizer`` makes, once per device type, so the tab can say it in the option
+    before a run (the recipe proposes AdamW8bit)."""
+    return _eightbit_fallback(torch.device(device).type)
 
 
 def build_optimizer(name: str, param_groups: list[dict], device: torch.device,

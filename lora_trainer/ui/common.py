@@ -36,6 +36,7 @@ class Ctx:
     t: Callable[..., str]
     tips: dict = field(default_factory=dict)
     project: Any = None            # the project dropdown (an input of nearly every callback)
+    summary: Any = None            # the project header (its counts); an output of the steps that change them
     initial_project: Optional[str] = None
     poll: float = POLL_SECONDS
     stops: set = field(default_factory=set)   # (project, sequence) pairs whose multi-job loop should stop

@@ -68,7 +68,7 @@ def make_control(cls, name: str, t: Callable[[str], str], tips: dict, prefix: st
     value = default_of(cls, name) if value is None else value
     eid = elem_id(prefix, name)
     tips[eid] = t(md.get("help", ""))
-    label = t(field_label(name))
+    label = kw.pop("label", None) or t(field_label(name))
     common = dict(label=label, elem_id=eid, **kw)
     if md.get("choices"):
         choices = list(md["choices"])

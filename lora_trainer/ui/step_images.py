@@ -1,6 +1,9 @@
 """Step 1 · Images: upload photos or a zip into the open project's ``source/``, see them, remove strays.
 
-Uploads are copied by ``Service.add_images`` (zips are extracted with its bomb and path checks); the
+Uploads go through ``Service.add_images``: every image is decoded on arrival (the import step's checks), the
+good ones are copied, each refused file is named with its reason (an empty one too: it never blocks the
+batch), exact duplicates of the project's images are skipped and named, and the project header's counts
+are refreshed by the same event. Zips are extracted with the importer's bomb and path checks; the
 uploaded temporary files are only read.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .common import Ctx, file_paths, guard, need_project
+from .common import Ctx, _md, file_paths, guard, need_project
 
 
 def gallery(service, project: Optional[str], where: str = "source") -> list:
@@ -33,30 +36,55 @@ def gallery(service, project: Optional[str], where: str = "source") -> list:
 
 
 def add_images(service, t, project: Optional[str], files) -> list:
-    """[gallery, selected, message]."""
+    """[gallery, selected, project summary, message]: the good files added, each refused one named with its
+    reason, exact duplicates named as skipped, and the header's counts refreshed in the same event."""
+    from .tab import project_summary
+
     name = need_project(project)
     paths = file_paths(files)
     if not paths:
-        return [gallery(service, name), "", "⚠ " + t("Choose images or a zip to upload first.")]
-    empty = [Path(p).name for p in paths if not Path(p).is_file() or Path(p).stat().st_size == 0]
-    if empty:  # gradio hands over a placeholder while the browser is still sending the file
-        return [gallery(service, name), "", "⚠ " + t("Some files are empty or still uploading ({files}): wait until "
-                                                     "the upload has finished, then add again.",
-                                                     files=", ".join(empty[:5]))]
+        return [gallery(service, name), "", _unchanged(), "⚠ " + t("Choose images or a zip to upload first.")]
     rep = service.add_images(name, paths)
-    msg = t("{n} image(s) added.", n=len(rep["copied"]))
+    lines = [t("{n} image(s) added.", n=sum(1 for c in rep["copied"] if _is_image(c)))]
     if rep["rejected"]:
-        msg += " " + t("Not added:") + " " + "; ".join(f"{r['file']} ({r.get('reason', r['status'])})"
-                                                    for r in rep["rejected"][:10])
-    return [gallery(service, name), "", msg]
+        lines.append("⚠ " + t("Not added:") + " " + _listing(t, rep["rejected"]))
+    if rep.get("duplicates"):
+        lines.append(t("Already in the project, skipped:") + " " + _listing(t, rep["duplicates"]))
+    return [gallery(service, name), "", project_summary(service, t, name), "\n\n".join(lines)]
+
+
+def _is_image(name: str) -> bool:
+    from ..prepare.importer import SOURCE_IMAGE_EXTS
+
+    return Path(name).suffix.lower() in SOURCE_IMAGE_EXTS
+
+
+def _listing(t, lines: list, most: int = 20) -> str:
+    """``name (reason); …`` for the message box; an empty file also gets what to do about it."""
+    def one(r: dict) -> str:
+        reason = r.get("reason", r.get("status", ""))
+        if reason.startswith("empty file"):
+            reason += " — " + t("if the browser was still sending it, add it again when the upload has finished")
+        return f"{_md(r['file'])} ({_md(reason)})"
+    more = len(lines) - most
+    return "; ".join(one(r) for r in lines[:most]) + (" " + t("and {n} more", n=more) if more > 0 else "")
+
+
+def _unchanged():
+    import gradio as gr
+
+    return gr.update()
 
 
 def remove_image(service, t, project: Optional[str], image: str) -> list:
+    """[gallery, selected, project summary, message]."""
+    from .tab import project_summary
+
     name = need_project(project)
     if not image:
-        return [gallery(service, name), "", "⚠ " + t("Click an image in the gallery first.")]
+        return [gallery(service, name), "", _unchanged(), "⚠ " + t("Click an image in the gallery first.")]
     service.delete_image(name, image, "source")
-    return [gallery(service, name), "", t("Removed {name}.", name=image)]
+    return [gallery(service, name), "", project_summary(service, t, name), t("Removed {name}.", name=image)]
 
 
 def build(ctx: Ctx) -> dict:
@@ -86,9 +114,10 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     import gradio as gr
 
     svc, t = ctx.service, ctx.t
-    outs = [parts["gallery"], parts["selected"], parts["msg"]]
-    parts["add"].click(guard(3, t)(lambda p, f: add_images(svc, t, p, f)), [ctx.project, parts["upload"]], outs)
-    parts["remove"].click(guard(3, t)(lambda p, s: remove_image(svc, t, p, s)), [ctx.project, parts["selected"]],
+    # The project header (ctx.summary) is an output of the same event, so its counts are never a step behind.
+    outs = [parts["gallery"], parts["selected"], ctx.summary, parts["msg"]]
+    parts["add"].click(guard(4, t)(lambda p, f: add_images(svc, t, p, f)), [ctx.project, parts["upload"]], outs)
+    parts["remove"].click(guard(4, t)(lambda p, s: remove_image(svc, t, p, s)), [ctx.project, parts["selected"]],
                           outs)
 
     def on_select(evt, project):

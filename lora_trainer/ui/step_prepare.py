@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..prepare.config import PrepareConfig
 from . import controls as C
-from .common import Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
+from .common import Ctx, _md, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
 
 SKIP = ("tagger", "trigger")
 PROPOSED_BACKGROUNDS = ("u2net", "isnet-general-use", "u2netp", "u2net_human_seg", "silueta")
@@ -69,6 +69,20 @@ def results(service, project: str, report_file: Optional[str]) -> tuple[list, st
     return pics, "\n".join(lines)
 
 
+def warning_text(t, report_file: Optional[str]) -> str:
+    """The message box's line about the batch's warnings (a face crop that found no face, a small photo…):
+    how many, and the first few by name and reason, so they are not only in ``report.json``."""
+    if not report_file or not Path(report_file).is_file():
+        return ""
+    rep = json.loads(Path(report_file).read_text(encoding="utf-8"))
+    warned = [(f["file"], w) for f in rep.get("files", []) for w in f.get("warnings", [])]
+    if not warned:
+        return ""
+    n = (rep.get("counts") or {}).get("warnings", len(warned))
+    shown = "; ".join(f"{_md(f)}: {_md(w)}" for f, w in warned[:5]) + (" …" if len(warned) > 5 else "")
+    return "\n\n⚠ " + t("{n} image(s) with warnings:", n=n) + " " + shown
+
+
 def run(ctx: Ctx, project: Optional[str], *values):
     """Generator: [progress, gallery, report, message]."""
     import gradio as gr
@@ -78,8 +92,9 @@ def run(ctx: Ctx, project: Optional[str], *values):
     job = ctx.service.preprocess(name, opts)
     for st in watch(ctx.service, job, ctx.poll):
         if st["status"] in ("finished", "cancelled"):
-            pics, rep = results(ctx.service, name, (st.get("result") or {}).get("report"))
-            yield [progress_html(st, ctx.t), pics, rep, done_text(st, ctx.t)]
+            res = st.get("result") or {}
+            pics, rep = results(ctx.service, name, res.get("report"))
+            yield [progress_html(st, ctx.t), pics, rep, done_text(st, ctx.t) + warning_text(ctx.t, res.get("report"))]
         elif st["status"] == "failed":
             yield [progress_html(st, ctx.t), gr.update(), gr.update(), done_text(st, ctx.t)]
         else:

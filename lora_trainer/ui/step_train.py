@@ -196,6 +196,31 @@ def resume(ctx: Ctx, project: Optional[str], job_id: Optional[str]):
 
 # --------------------------------------------------------------------------------------------- layout
 
+def train_device(service) -> str:
+    """The device a training job of this service runs on: the provider's, else CUDA when there is one."""
+    dev = getattr(service.models, "device", None)
+    if dev:
+        return str(dev)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def optimizer_label(t, device: str) -> tuple[str, str]:
+    """(the optimizer control's label, why AdamW8bit falls back to AdamW on ``device`` or ""). Where it falls
+    back, the option says so (the recipe proposes AdamW8bit; the run would quietly use AdamW). The label, not
+    the choices: gradio 3.41's Dropdown shows its choices' values as they are."""
+    from ..training.optim import eightbit_fallback
+
+    why = eightbit_fallback(device)
+    label = t(C.field_label("optimizer"))
+    if not why:
+        return label, ""
+    import torch
+
+    return label + " · " + t("AdamW8bit falls back to AdamW on {device}", device=torch.device(device).type), why
+
+
 def build(ctx: Ctx) -> dict:
     import gradio as gr
 
@@ -207,8 +232,12 @@ def build(ctx: Ctx) -> dict:
         if not ctx.can_train:
             gr.Markdown("⚠ " + t("Training is not possible on this host; see the notes above."),
                         elem_id="lt-train-blocked", elem_classes=["lt-note"])
+        opt_label, opt_why = optimizer_label(t, train_device(ctx.service))
         ctrls = C.grouped_controls(TrainConfig, t, ctx.tips, "lt-train", values,
-                                   open_groups=("network", "training"), columns=4)
+                                   open_groups=("network", "training"), columns=4,
+                                   overrides={"optimizer": {"label": opt_label}})
+        if opt_why:
+            ctx.tips["lt-train-optimizer"] += " — " + t("here AdamW8bit falls back to AdamW: {why}", why=opt_why)
         with gr.Row():
             forecast = gr.Markdown("", elem_id="lt-train-forecast", elem_classes=["lt-forecast"])
             measure_btn = gr.Button(t("Measure"), scale=0, elem_id=ctx.tip(
@@ -250,6 +279,13 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     for n in STEP_INPUTS:
         parts["controls"][n].change(fc, inputs, [parts["forecast"], parts["msg"]])
     parts["measure"].click(guard_gen(2, t)(lambda p, *v: measure(ctx, p, *v)), inputs, [parts["forecast"], parts["msg"]])
+    # Preparing and tagging change what the forecast counts and warns about (images, captions): refresh it
+    # when their runs end, so "N image(s) have no caption" does not outlive the tagging that wrote them.
+    refresh = guard(1, t)(lambda p, *v: forecast_text(ctx, p, *v) if p else "")
+    for key in ("prepare", "tag"):
+        ev = (steps.get(key) or {}).get("run_event")
+        if ev is not None:
+            ev.then(refresh, inputs, [parts["forecast"]])
 
 
 def on_project(ctx: Ctx, parts: dict):

@@ -90,7 +90,8 @@ def build_tab(service, host_info: Optional[dict] = None):
                 refresh = gr.Button("↻", scale=0, min_width=48,
                                     elem_id=ctx.tip("lt-project-refresh", "Reload the list of projects"))
                 with gr.Column(scale=5):
-                    summary = gr.Markdown(project_summary(service, t, initial), elem_id="lt-project-summary")
+                    summary = ctx.summary = gr.Markdown(project_summary(service, t, initial),
+                                                        elem_id="lt-project-summary")
             with gr.Accordion(t("New project"), open=not names, elem_id="lt-project-new"):
                 with gr.Row():
                     new_name = gr.Textbox(label=t("Name"), placeholder="my_lora", elem_id=ctx.tip(
@@ -139,12 +140,12 @@ def _wire_projects(ctx: Ctx, steps: dict, summary, msg, refresh, new_name, new_t
         ev_step = ctx.project.change(guard(len(outs), t)(fn), [ctx.project], outs)
         if key == "edit":
             ev_step.then(steps[key]["load_fn"], steps[key]["load_inputs"], steps[key]["view"])
-    # Work done in a step changes the project's counts: refresh the summary after each run.
+    # Work done in a step changes the project's counts: refresh the summary after each run (the Images
+    # step's add and remove write it themselves, in the same event).
     for key in ("images", "prepare", "tag", "train"):
         ev_run = steps[key].get("run_event")
         if ev_run is not None:
             ev_run.then(lambda p: project_summary(svc, t, p) if p else "", [ctx.project], [summary])
-    steps["images"]["add"].click(lambda p: project_summary(svc, t, p) if p else "", [ctx.project], [summary])
     del ev
 
 
