@@ -298,6 +298,7 @@ COMMAND_MODULES = (
     "lora_trainer.training.estimate",
     "lora_trainer.api.serve",
     "lora_trainer.ui.standalone",
+    "lora_trainer.models_cli",
 )
 
 

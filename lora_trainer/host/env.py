@@ -16,7 +16,8 @@ from types import ModuleType
 from typing import Any, Optional
 
 SECTION = ("lora_trainer", "LoRA Trainer")  # a 2-tuple: 1.6 has no settings categories
-TAGGER_CHOICES = ("deepbooru", "clip", "wd14", "toy", "none")
+TAGGER_CHOICES = ("deepbooru", "clip", "wd14", "wd-vit-tagger-v3", "wd-swinv2-tagger-v3", "wd-eva02-large-tagger-v3",
+                  "toy", "none")
 
 # key -> (default, label, choices or None). Every key is prefixed ``lora_trainer_`` (the settings namespace is
 # shared with the WebUI and every other extension).

@@ -1,0 +1,377 @@
+"""The model store: the models a step can fetch (taggers, background removers), where each lives, and
+``ensure(model_id)`` — download it on the user's say-so, with progress, resumable, hash-checked.
+
+Nothing here runs unless the user asked for a download (``models download NAME``, or a step's download
+option): a step that lacks its model still fails fast with ``missing_text``, which names each file, its URL
+and the folder to put it in by hand.
+
+Why our own HTTPS client rather than ``huggingface_hub.hf_hub_download``: the background models are GitHub
+release files (not on the hub), the hub library's download API and cache layout differ between the 0.36 of
+WebUI 1.10 and the 1.x/2.x of a standalone install, and neither version checks the sha256 before the file
+appears under its final name. The client speaks the hub's routes (``{HF_ENDPOINT}/{repo}/resolve/{rev}/
+{file}``, ``X-Linked-Etag`` = the LFS file's sha256, ``ETag`` = the git blob sha1 of a small file), honours
+``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, writes ``<name>.part`` (never the final name) and resumes it with a
+``Range`` request, checks the hash, then renames atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import Cancelled, UserError
+
+CONNECT_TIMEOUT = 4.0   # seconds: a server that is down, unreachable or silent fails within 5 s
+READ_TIMEOUT = 30.0     # seconds without a byte before a download counts as stalled (it resumes next time)
+CHUNK = 1 << 20
+HUB = "https://huggingface.co"
+REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
+
+HOST_MODELS_DIR: list[Path] = []
+"""The host's ``models`` folder (the WebUI sets it), where its users keep models; empty standalone."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str                  # the file's name on disk
+    remote: str                # hub: the path in the repository; url: the URL's file name
+    size: int = 0              # published size in bytes (0 = unknown: the server's header is used)
+    sha256: str = ""           # published sha256 ("" = the hub's X-Linked-Etag / ETag is used)
+    md5: str = ""              # rembg publishes md5 sums only
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    kind: str                  # "tagger" | "background"
+    files: tuple[ModelFile, ...]
+    repo: str = ""             # hub repository (kind tagger); "" = a plain URL under ``base_url``
+    revision: str = "main"
+    base_url: str = ""         # for files outside the hub (rembg's GitHub release)
+    licence: str = ""
+    about: str = ""
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _wd(repo_name: str, model_size: int, about: str) -> ModelSpec:
+    return ModelSpec(repo_name, "tagger", (ModelFile("model.onnx", "model.onnx", model_size),
+                                           ModelFile("selected_tags.csv", "selected_tags.csv", 308468)),
+                     repo=f"SmilingWolf/{repo_name}", licence="Apache-2.0", about=about)
+
+
+def _rembg(name: str, remote: str, size: int, md5: str, licence: str, about: str) -> ModelSpec:
+    return ModelSpec(name, "background", (ModelFile(f"{name}.onnx", remote, size, md5=md5),),
+                     base_url=REMBG_RELEASE, licence=licence, about=about)
+
+
+# Sizes are the published ones, rounded where only that is known (they size the progress bar; the server's
+# Content-Length decides). Hashes: rembg's md5s are copied from rembg 2.0.69's sessions; the taggers' sha256
+# comes from the hub's LFS metadata at download time (it could not be verified here, offline).
+CATALOGUE: dict[str, ModelSpec] = {s.id: s for s in (
+    _wd("wd-vit-tagger-v3", 378_000_000, "WD v3 ViT tagger: fast, the default"),
+    _wd("wd-swinv2-tagger-v3", 467_000_000, "WD v3 SwinV2 tagger: a little more accurate"),
+    _wd("wd-eva02-large-tagger-v3", 1_260_000_000, "WD v3 EVA02-Large tagger: the most accurate, slowest"),
+    _rembg("u2net", "u2net.onnx", 175_997_641, "60024c5c889badc19c04ad937298a77b", "Apache-2.0",
+           "general objects"),
+    _rembg("u2netp", "u2netp.onnx", 4_574_861, "8e83ca70e441ab06c318d82300c84806", "Apache-2.0",
+           "small and fast, rougher edges"),
+    _rembg("isnet-general-use", "isnet-general-use.onnx", 178_648_008, "fc16ebd8b0c10d971d3513d564d01e29",
+           "Apache-2.0", "general objects, finer edges"),
+    _rembg("birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", 973_000_000,
+           "c3a64a6abf20250d090cd055f12a3b67", "MIT", "people: portrait-grade hair and edges"),
+    _rembg("birefnet-general", "BiRefNet-general-epoch_244.onnx", 973_000_000,
+           "7a35a0141cbbc80de11d9c9a28f52697", "MIT", "general objects, high quality"),
+)}
+
+
+class ModelOffline(UserError):
+    """The model is missing and cannot be fetched now (offline, server down, downloads switched off)."""
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    spec = CATALOGUE.get(model_id)
+    if spec is None:
+        import difflib
+
+        close = difflib.get_close_matches(model_id, list(CATALOGUE), n=1)
+        raise UserError(f"unknown model {model_id!r} (known: {', '.join(CATALOGUE)})",
+                        f"did you mean {close[0]!r}?" if close else "run `models list` to see them")
+    return spec
+
+
+# --------------------------------------------------------------------------------------------- folders
+
+def cache_root() -> Path:
+    """``$LORA_TRAINER_CACHE`` or ``~/.cache/lora_trainer``: the standalone model folders are under it."""
+    env = os.environ.get("LORA_TRAINER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "lora_trainer"
+
+
+def u2net_home() -> Path:
+    """rembg 2.0.69's own folder: ``$U2NET_HOME``, else ``$XDG_DATA_HOME/.u2net`` or ``~/.u2net``."""
+    default = os.path.join(os.getenv("XDG_DATA_HOME", "~"), ".u2net")
+    return Path(os.path.expanduser(os.getenv("U2NET_HOME", default)))
+
+
+def background_dirs() -> list[Path]:
+    """Where rembg models may be, in order: ``$U2NET_HOME`` when set, the host's ``models/u2net`` (the
+    WebUI rembg extension's folder), rembg's default ``~/.u2net``. The first is where a download goes."""
+    dirs = [Path(os.path.expanduser(os.environ["U2NET_HOME"]))] if os.environ.get("U2NET_HOME") else []
+    dirs += [h / "u2net" for h in HOST_MODELS_DIR]
+    dirs.append(u2net_home())
+    return list(dict.fromkeys(dirs))
+
+
+def candidate_dirs(spec: ModelSpec) -> list[Path]:
+    """Where the model may be, in order; the first is where a download goes."""
+    if spec.kind == "background":
+        dirs = background_dirs()
+    else:
+        dirs = [h / "wd14" / spec.id for h in HOST_MODELS_DIR] + [cache_root() / "models" / "wd14" / spec.id]
+    return list(dict.fromkeys(dirs))
+
+
+def target_dir(spec: ModelSpec) -> Path:
+    return candidate_dirs(spec)[0]
+
+
+def _complete(folder: Path, spec: ModelSpec) -> bool:
+    return all((folder / f.name).is_file() and (folder / f.name).stat().st_size > 0 for f in spec.files)
+
+
+def find(model_id: str) -> Optional[Path]:
+    """The folder holding every file of the model, or None. Never touches the network."""
+    spec = get_spec(model_id)
+    return next((d for d in candidate_dirs(spec) if _complete(d, spec)), None)
+
+
+def file_url(spec: ModelSpec, f: ModelFile) -> str:
+    if spec.repo:
+        endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+        return f"{endpoint}/{spec.repo}/resolve/{spec.revision}/{f.remote}"
+    base = os.environ.get("LORA_TRAINER_REMBG_URL") or spec.base_url  # a mirror of rembg's release files
+    return f"{base.rstrip('/')}/{f.remote}"
+
+
+def missing_text(model_id: str) -> str:
+    """What to do by hand: each missing file, its URL and the folder it goes in."""
+    spec = get_spec(model_id)
+    folder = target_dir(spec)
+    files = [f for f in spec.files if not (folder / f.name).is_file()] or list(spec.files)
+    where = "; ".join(f"{f.name} from {file_url(spec, f)}" for f in files)
+    return (f"download it with `python -m lora_trainer models download {spec.id}`, or put {where} "
+            f"in {folder}")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def describe(model_id: str) -> dict:
+    """One row of ``models list``: id, kind, where, on disk or not, sizes, licence."""
+    spec = get_spec(model_id)
+    folder = find(model_id)
+    on_disk = sum((folder / f.name).stat().st_size for f in spec.files) if folder else 0
+    return {"id": spec.id, "kind": spec.kind, "downloaded": folder is not None,
+            "folder": str(folder or target_dir(spec)), "size": spec.size, "on_disk": on_disk,
+            "licence": spec.licence, "about": spec.about,
+            "source": f"hf.co/{spec.repo}" if spec.repo else spec.base_url}
+
+
+def delete(model_id: str) -> list[Path]:
+    """Remove the model's files (and partial downloads) from every folder it is in; the files removed."""
+    spec = get_spec(model_id)
+    gone = []
+    for d in candidate_dirs(spec):
+        for f in spec.files:
+            for p in (d / f.name, _part(d, f), _part(d, f).with_suffix(".part.json")):
+                if p.is_file():
+                    p.unlink()
+                    gone.append(p)
+        if spec.kind == "tagger" and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    return gone
+
+
+# --------------------------------------------------------------------------------------------- download
+
+Progress = Callable[[dict], None]
+
+
+def _part(folder: Path, f: ModelFile) -> Path:
+    return folder / f"{f.name}.part"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # the hub's metadata is on the first answer, not the CDN's
+        return None
+
+
+def _head(url: str) -> dict:
+    """The file's metadata as the hub gives it: expected size and hash, from the first (unredirected) answer."""
+    req = urllib.request.Request(url, method="HEAD", headers=_headers())
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        resp = opener.open(req, timeout=CONNECT_TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (301, 302, 303, 307, 308):
+            resp = exc
+        else:
+            raise
+    h = resp.headers
+    etag = (h.get("X-Linked-Etag") or h.get("ETag") or "").strip().strip('"').removeprefix("W/").strip('"')
+    size = h.get("X-Linked-Size") or (h.get("Content-Length") if resp.status == 200 else None)
+    return {"etag": etag.lower(), "size": int(size) if size and size.isdigit() else 0}
+
+
+def _headers() -> dict:
+    h = {"User-Agent": "lora-trainer"}
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return h
+
+
+def _expected_hash(f: ModelFile, meta: dict) -> tuple[str, str]:
+    """(algorithm, hex) to check: the catalogue's, else the hub's etag (sha256 of an LFS file, git sha1 of a
+    small one), else nothing."""
+    if f.sha256:
+        return "sha256", f.sha256.lower()
+    if f.md5:
+        return "md5", f.md5.lower()
+    etag = meta.get("etag", "")
+    if re.fullmatch(r"[0-9a-f]{64}", etag):
+        return "sha256", etag
+    if re.fullmatch(r"[0-9a-f]{40}", etag):
+        return "git-sha1", etag
+    return "", ""
+
+
+def file_hash(path: Path, algo: str) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha1(b"blob %d\0" % size) if algo == "git-sha1" else hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fetch(url: str, part: Path, expect: dict, on_bytes: Callable[[int], None],
+           should_stop: Callable[[], bool]) -> None:
+    """Append to ``part`` from where it stops (``Range``), or start over if the server ignores the range
+    or the partial file belongs to another version of the file."""
+    meta_file = part.with_suffix(".part.json")
+    if part.exists():
+        try:
+            same = json.loads(meta_file.read_text(encoding="utf-8")) == expect
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            part.unlink()
+    part.parent.mkdir(parents=True, exist_ok=True)
+    meta_file.write_text(json.dumps(expect), encoding="utf-8")
+    have = part.stat().st_size if part.exists() else 0
+    if expect.get("size") and have >= expect["size"]:
+        return
+    headers = _headers()
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    # the HEAD before already proved the server answers within CONNECT_TIMEOUT; reads may pause longer
+    resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=READ_TIMEOUT)
+    with resp:
+        if have and resp.status != 206:  # the server sent the whole file: start again
+            have = 0
+        on_bytes(have)
+        with open(part, "ab" if have else "wb") as out:
+            while True:
+                if should_stop():
+                    raise Cancelled("download cancelled (the partial file is kept and resumes next time)")
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                on_bytes(len(block))
+            out.flush()
+            os.fsync(out.fileno())
+        if resp.length:  # http.client ends a body cut short by the server without an error
+            raise ConnectionError(f"the connection closed {resp.length} bytes before the end")
+
+
+def ensure(model_id: str, progress: Optional[Progress] = None,
+           should_stop: Callable[[], bool] = lambda: False) -> Path:
+    """The folder holding the model's files, downloading what is missing. ``progress`` gets
+    ``{"model", "file", "done", "total"}`` (bytes over the whole model) as bytes arrive; ``should_stop``
+    returning True cancels (``Cancelled``; the partial file stays and resumes). Raises ``ModelOffline``
+    (one message: each file, its URL, the folder) when the network or ``HF_HUB_OFFLINE`` forbids it, and
+    ``UserError`` when a file's hash is wrong (nothing is left under its name)."""
+    spec = get_spec(model_id)
+    found = find(model_id)
+    if found is not None:
+        return found
+    folder = target_dir(spec)
+    todo = [f for f in spec.files if not (folder / f.name).is_file()]
+    if offline():
+        raise ModelOffline(f"model {spec.id} is not downloaded and downloads are off (HF_HUB_OFFLINE is set)",
+                           missing_text(model_id))
+    try:
+        metas = [_head(file_url(spec, f)) for f in todo]
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{exc.url or file_url(spec, todo[0])} answered {exc.code} {exc.reason}",
+                        missing_text(model_id)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ModelOffline(f"cannot reach the server for model {spec.id} ({reason})",
+                           missing_text(model_id)) from None
+    total = sum(m["size"] or f.size for f, m in zip(todo, metas))
+    state = {"done": 0}
+    lock = threading.Lock()
+    for f, meta in zip(todo, metas):
+        url = file_url(spec, f)
+        algo, digest = _expected_hash(f, meta)
+        size = meta["size"] or f.size
+
+        def on_bytes(n: int, name=f.name) -> None:
+            with lock:
+                state["done"] += n
+                if progress:
+                    progress({"model": spec.id, "file": name, "done": state["done"], "total": total})
+
+        part = _part(folder, f)
+        try:
+            _fetch(url, part, {"url": url, "hash": digest, "size": meta["size"]}, on_bytes, should_stop)
+        except urllib.error.HTTPError as exc:
+            raise UserError(f"{url} answered {exc.code} {exc.reason}", missing_text(model_id)) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # connection lost midway: the .part resumes next time
+            reason = getattr(exc, "reason", exc)
+            raise ModelOffline(f"download of {f.name} for model {spec.id} broke off ({reason}); run it again "
+                               f"to resume", missing_text(model_id)) from None
+        got = part.stat().st_size
+        if meta["size"] and got != meta["size"]:
+            part.unlink()
+            raise UserError(f"{f.name} of model {spec.id}: got {got} bytes, the server announced {size}",
+                            "run the download again")
+        if algo:
+            actual = file_hash(part, algo)
+            if actual != digest:
+                part.unlink()
+                part.with_suffix(".part.json").unlink(missing_ok=True)
+                raise UserError(f"{f.name} of model {spec.id} is corrupt: its {algo} is {actual}, the published "
+                                f"one is {digest}; the file was deleted",
+                                f"run the download again; if it fails again, {missing_text(model_id)}")
+        os.replace(part, folder / f.name)
+        part.with_suffix(".part.json").unlink(missing_ok=True)
+    return folder
+

@@ -1,0 +1,291 @@
+"""The model store against a real HTTP server on 127.0.0.1 that answers the hub's file routes (tests/
+hub_server.py), with HF_ENDPOINT pointing at it: progress, resume after a dropped connection and after a
+killed process, hash refusal, the offline error within 5 s, the models command, the WebUI's folders, and the
+tagger and background steps running on what was downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hub_server import HubDouble
+from lora_trainer import model_store as store
+from lora_trainer.errors import UserError
+from prepare_fixtures import has, needs_rembg
+
+ROOT = Path(__file__).resolve().parents[1]
+VIT = "wd-vit-tagger-v3"
+needs_onnx = pytest.mark.skipif(not has("onnxruntime", "onnx"), reason="needs onnxruntime and onnx (standalone)")
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    server = HubDouble()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("LORA_TRAINER_REMBG_URL", server.url + "/release")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("LORA_TRAINER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    monkeypatch.setattr(store, "HOST_MODELS_DIR", [])
+    yield server
+    server.close()
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    return hashlib.shake_256(b"model %d" % seed).digest(n)
+
+
+def serve_tagger(hub, model: bytes, csv: bytes, model_id: str = VIT) -> None:
+    hub.add_hub(f"SmilingWolf/{model_id}", "model.onnx", model, lfs=True)
+    hub.add_hub(f"SmilingWolf/{model_id}", "selected_tags.csv", csv, lfs=False)
+
+
+CSV = b"tag_id,name,category,count\n0,general,9,1\n1,1girl,0,1\n"
+
+
+def test_download_with_progress_into_the_cache(hub, tmp_path):
+    model = blob(3_000_000)
+    serve_tagger(hub, model, CSV)
+    assert store.find(VIT) is None
+    events = []
+    folder = store.ensure(VIT, events.append)
+    assert folder == tmp_path / "cache" / "models" / "wd14" / VIT
+    assert (folder / "model.onnx").read_bytes() == model and (folder / "selected_tags.csv").read_bytes() == CSV
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "selected_tags.csv"]  # no .part left
+    dones = [e["done"] for e in events]
+    assert dones == sorted(dones) and len(events) >= 3
+    assert events[-1]["done"] == events[-1]["total"] == len(model) + len(CSV)
+    assert {e["file"] for e in events} == {"model.onnx", "selected_tags.csv"}
+    assert ("HEAD", f"/SmilingWolf/{VIT}/resolve/main/model.onnx", "") in hub.requests
+    n = len(hub.requests)
+    assert store.ensure(VIT) == folder and len(hub.requests) == n  # on disk: no request at all
+    assert store.describe(VIT)["downloaded"] and store.describe(VIT)["on_disk"] == len(model) + len(CSV)
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(hub, tmp_path):
+    model = blob(3_000_000, 1)
+    serve_tagger(hub, model, CSV)
+    hub.drop_after = 1_200_000
+    with pytest.raises(store.ModelOffline, match="broke off"):
+        store.ensure(VIT)
+    folder = store.target_dir(store.get_spec(VIT))
+    part = folder / "model.onnx.part"
+    assert not (folder / "model.onnx").exists() and 0 < part.stat().st_size <= 1_200_000
+    have = part.stat().st_size
+    store.ensure(VIT)
+    assert ("GET", f"/cdn/{hashlib.sha256(model).hexdigest()}", f"bytes={have}-") in hub.requests
+    assert hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest() == hashlib.sha256(model).hexdigest()
+    assert not part.exists()
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lora_trainer", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_a_killed_download_resumes_and_ends_with_the_right_sha256(hub, tmp_path):
+    model = blob(4_000_000, 2)
+    serve_tagger(hub, model, CSV)
+    hub.slow = 0.02  # about 3 MB/s: the process is killed midway
+    folder = store.target_dir(store.get_spec(VIT))
+    part = folder / "model.onnx.part"
+    proc = subprocess.Popen([sys.executable, "-m", "lora_trainer", "models", "download", VIT], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (part.exists() and part.stat().st_size > 300_000):
+            time.sleep(0.05)
+        assert part.exists(), proc.stderr.read1() if proc.poll() is not None else "no partial file"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    have = part.stat().st_size
+    assert 0 < have < len(model) and not (folder / "model.onnx").exists()
+    hub.slow = 0.0
+    r = _cli("models", "download", VIT, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == {"downloaded": {VIT: str(folder)}}
+    ranges = [rng for m, p, rng in hub.requests if m == "GET" and p.startswith("/cdn/")]
+    assert ranges[-1] == f"bytes={have}-"
+    assert hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest() == hashlib.sha256(model).hexdigest()
+
+
+def test_a_wrong_hash_is_refused_and_nothing_is_left(hub):
+    serve_tagger(hub, blob(500_000, 3), CSV)
+    hub.add_hub(f"SmilingWolf/{VIT}", "model.onnx", blob(500_000, 3), advertise="ab" * 32)
+    folder = store.target_dir(store.get_spec(VIT))
+    with pytest.raises(UserError, match="corrupt: its sha256 is .* the published one is abab"):
+        store.ensure(VIT)
+    assert not (folder / "model.onnx").exists() and not (folder / "model.onnx.part").exists()
+    assert store.find(VIT) is None
+
+
+def test_a_small_files_git_hash_is_checked_too(hub):
+    serve_tagger(hub, blob(1000, 4), CSV)
+    good = store._expected_hash(store.ModelFile("x", "x"), {"etag": hashlib.sha1(b"blob %d\0" % len(CSV) + CSV)
+                                                            .hexdigest()})
+    assert good[0] == "git-sha1"
+    folder = store.ensure(VIT)
+    assert store.file_hash(folder / "selected_tags.csv", "git-sha1") == good[1]
+
+
+def _assert_clear_offline(exc, folder: Path, url_base: str) -> None:
+    text = f"{exc.message} {exc.hint}"
+    assert f"{url_base}/SmilingWolf/{VIT}/resolve/main/model.onnx" in text and str(folder) in text
+    assert f"models download {VIT}" in text
+
+
+def test_offline_env_fails_at_once_with_what_to_do(hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    serve_tagger(hub, blob(1000), CSV)
+    t = time.monotonic()
+    with pytest.raises(store.ModelOffline) as e:
+        store.ensure(VIT)
+    assert time.monotonic() - t < 5 and hub.requests == []
+    _assert_clear_offline(e.value, store.target_dir(store.get_spec(VIT)), hub.url)
+
+
+def test_server_down_fails_within_5_s(hub, monkeypatch):
+    url = hub.url
+    hub.close()
+    t = time.monotonic()
+    with pytest.raises(store.ModelOffline, match="cannot reach") as e:
+        store.ensure(VIT)
+    assert time.monotonic() - t < 5
+    _assert_clear_offline(e.value, store.target_dir(store.get_spec(VIT)), url)
+
+
+def test_a_silent_server_fails_within_5_s(hub, monkeypatch):
+    import socket
+
+    quiet = socket.socket()
+    quiet.bind(("127.0.0.1", 0))
+    quiet.listen(1)  # accepts the connection, never answers
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{quiet.getsockname()[1]}")
+        t = time.monotonic()
+        with pytest.raises(store.ModelOffline):
+            store.ensure(VIT)
+        assert time.monotonic() - t < 5
+    finally:
+        quiet.close()
+
+
+def test_cancel_keeps_the_partial_file(hub):
+    from lora_trainer.errors import Cancelled
+
+    serve_tagger(hub, blob(3_000_000, 5), CSV)
+    with pytest.raises(Cancelled):
+        store.ensure(VIT, should_stop=lambda: (store.target_dir(store.get_spec(VIT)) / "model.onnx.part").exists()
+                     and (store.target_dir(store.get_spec(VIT)) / "model.onnx.part").stat().st_size > 0)
+    folder = store.target_dir(store.get_spec(VIT))
+    assert (folder / "model.onnx.part").is_file() and not (folder / "model.onnx").exists()
+
+
+def test_missing_tagger_names_the_download(hub):
+    from lora_trainer.tagging.registry import get_tagger
+
+    with pytest.raises(UserError) as e:
+        get_tagger("wd-swinv2-tagger-v3")
+    assert "models download wd-swinv2-tagger-v3" in e.value.message
+    assert f"{hub.url}/SmilingWolf/wd-swinv2-tagger-v3/resolve/main/model.onnx" in e.value.message
+    with pytest.raises(UserError, match=f"models download {VIT}"):  # plain wd14 = the default v3 model
+        get_tagger("wd14")
+
+
+def test_models_command_lists_downloads_and_deletes(hub, tmp_path):
+    hub.add_release("u2netp.onnx", blob(200_000, 6))
+    env = _env()
+    r = _cli("models", "list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {m["id"]: m for m in json.loads(r.stdout)["models"]}
+    assert set(rows) >= {VIT, "wd-swinv2-tagger-v3", "wd-eva02-large-tagger-v3", "u2net", "u2netp",
+                         "isnet-general-use", "birefnet-portrait", "birefnet-general"}
+    assert rows["u2netp"]["folder"] == str(tmp_path / "u2net") and not rows["u2netp"]["downloaded"]
+    r = _cli("models", "download", "u2netp", env=env)  # the served bytes are not rembg's file: md5 refused
+    assert r.returncode == 2 and "corrupt: its md5" in r.stderr and not (tmp_path / "u2net" / "u2netp.onnx").exists()
+    r = _cli("models", "download", "nope", env=env)
+    assert r.returncode == 2 and "unknown model 'nope'" in r.stderr
+    env["HF_HUB_OFFLINE"] = "1"
+    r = _cli("models", "download", "u2netp", env=env)
+    assert r.returncode == 2 and f"{hub.url}/release/u2netp.onnx" in r.stderr and str(tmp_path / "u2net") in r.stderr
+    (tmp_path / "u2net").mkdir(exist_ok=True)
+    (tmp_path / "u2net" / "u2netp.onnx").write_bytes(b"x" * 10)
+    r = _cli("models", "list", env=env)
+    assert r.returncode == 0 and any(line.startswith("u2netp ") and "downloaded" in line
+                                     for line in r.stdout.splitlines())
+    r = _cli("models", "delete", "u2netp", env=env)
+    assert r.returncode == 0 and not (tmp_path / "u2net" / "u2netp.onnx").exists()
+
+
+def test_webui_models_folders(hub, tmp_path, monkeypatch):
+    """In the WebUI (models_path set by the host adapter) downloads land in models/wd14/<id> and, without
+    $U2NET_HOME, models/u2net — where the WebUI's rembg extension keeps them."""
+    monkeypatch.delenv("U2NET_HOME")
+    models = tmp_path / "webui" / "models"
+    monkeypatch.setattr(store, "HOST_MODELS_DIR", [models])
+    serve_tagger(hub, blob(10_000, 7), CSV)
+    data = blob(20_000, 8)
+    hub.add_release("u2netp.onnx", data)
+    monkeypatch.setitem(store.CATALOGUE, "u2netp", store.CATALOGUE["u2netp"].__class__(
+        **{**store.CATALOGUE["u2netp"].__dict__,
+           "files": (store.ModelFile("u2netp.onnx", "u2netp.onnx", md5=hashlib.md5(data).hexdigest()),)}))
+    assert store.ensure(VIT) == models / "wd14" / VIT
+    assert store.ensure("u2netp") == models / "u2net"
+    from lora_trainer.prepare.background import model_file
+
+    assert model_file("u2netp") == models / "u2net" / "u2netp.onnx"
+
+
+# --------------------------------------------------------------------------------------------- steps run on it
+
+@needs_onnx
+def test_tagger_runs_on_the_downloaded_model(hub, tmp_path):
+    from lora_trainer.tagging.registry import get_tagger
+    from prepare_fixtures import wd14_labels, wd14_model
+
+    made = wd14_model(tmp_path / "made", wd14_labels())
+    serve_tagger(hub, (made / "model.onnx").read_bytes(), (made / "selected_tags.csv").read_bytes())
+    store.ensure(VIT)
+    red = Image.new("RGB", (300, 300), (230, 20, 20))
+    tagger = get_tagger(VIT)
+    assert tagger.model_dir == tmp_path / "cache" / "models" / "wd14" / VIT
+    names = tagger.tag([red])[0].names()
+    assert names[:2] == ["red_background", "1girl"] and "general" not in names
+    assert get_tagger("wd14").model_dir == tagger.model_dir  # plain wd14 falls back to the default v3 model
+
+
+@needs_onnx
+@needs_rembg
+def test_background_runs_on_the_downloaded_model(hub, tmp_path, monkeypatch):
+    from lora_trainer.prepare import background as bgmod
+    from prepare_fixtures import tiny_u2net
+
+    data = tiny_u2net(tmp_path / "made.onnx").read_bytes()
+    hub.add_release("u2netp.onnx", data)
+    spec = store.CATALOGUE["u2netp"]
+    monkeypatch.setitem(store.CATALOGUE, "u2netp", spec.__class__(
+        **{**spec.__dict__, "files": (store.ModelFile("u2netp.onnx", "u2netp.onnx",
+                                                       md5=hashlib.md5(data).hexdigest()),)}))
+    with pytest.raises(UserError, match="models download u2netp"):
+        bgmod.MaskModel("u2netp")
+    assert store.ensure("u2netp") == tmp_path / "u2net"
+    img = Image.new("RGB", (64, 64), (230, 20, 20))
+    img.paste((20, 20, 230), (16, 16, 48, 48))
+    mask = bgmod.MaskModel("u2netp").predict(img)
+    assert mask[32, 32] > 0.9 and mask[2, 2] < 0.1
