@@ -5,9 +5,11 @@ tagger and background steps running on what was downloaded."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from hub_server import HubDouble
 from lora_trainer import model_store as store
 from lora_trainer.errors import UserError
 from prepare_fixtures import has, needs_rembg
+from webui_double.fixture import webui_double  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 VIT = "wd-vit-tagger-v3"
@@ -233,23 +236,37 @@ def test_models_command_lists_downloads_and_deletes(hub, tmp_path):
     assert r.returncode == 0 and not (tmp_path / "u2net" / "u2netp.onnx").exists()
 
 
-def test_webui_models_folders(hub, tmp_path, monkeypatch):
-    """In the WebUI (models_path set by the host adapter) downloads land in models/wd14/<id> and, without
-    $U2NET_HOME, models/u2net — where the WebUI's rembg extension keeps them."""
+def _with_md5(monkeypatch, model_id: str, data: bytes) -> None:
+    """The served test file stands for rembg's, whose published md5 it cannot have."""
+    spec = store.CATALOGUE[model_id]
+    f = spec.files[0]
+    monkeypatch.setitem(store.CATALOGUE, model_id, dataclasses.replace(
+        spec, files=(dataclasses.replace(f, md5=hashlib.md5(data).hexdigest()),)))
+
+
+def test_webui_downloads_land_in_its_models_folders(webui_double, hub, monkeypatch):
+    """In the WebUI (the double, through the host adapter) downloads land in models/wd14/<id> and, without
+    $U2NET_HOME, models/u2net — where the WebUI's rembg extension keeps them; Reload UI forgets them."""
+    from lora_trainer.host import webui
+    from lora_trainer.host.env import models_path
+    from lora_trainer.prepare.background import model_file
+    from lora_trainer.tagging.registry import get_tagger, make_tagger
+
     monkeypatch.delenv("U2NET_HOME")
-    models = tmp_path / "webui" / "models"
-    monkeypatch.setattr(store, "HOST_MODELS_DIR", [models])
+    webui.get_service()  # registers the host taggers and folders
+    models = models_path()
     serve_tagger(hub, blob(10_000, 7), CSV)
     data = blob(20_000, 8)
     hub.add_release("u2netp.onnx", data)
-    monkeypatch.setitem(store.CATALOGUE, "u2netp", store.CATALOGUE["u2netp"].__class__(
-        **{**store.CATALOGUE["u2netp"].__dict__,
-           "files": (store.ModelFile("u2netp.onnx", "u2netp.onnx", md5=hashlib.md5(data).hexdigest()),)}))
+    _with_md5(monkeypatch, "u2netp", data)
+    with pytest.raises(UserError, match=re.escape(str(models / "wd14" / VIT))):
+        get_tagger(VIT)
     assert store.ensure(VIT) == models / "wd14" / VIT
+    assert make_tagger(VIT).model_dir == models / "wd14" / VIT
     assert store.ensure("u2netp") == models / "u2net"
-    from lora_trainer.prepare.background import model_file
-
     assert model_file("u2netp") == models / "u2net" / "u2netp.onnx"
+    webui.on_script_unloaded()
+    assert store.HOST_MODELS_DIR == [] and store.find(VIT) is None
 
 
 # --------------------------------------------------------------------------------------------- steps run on it
@@ -278,10 +295,7 @@ def test_background_runs_on_the_downloaded_model(hub, tmp_path, monkeypatch):
 
     data = tiny_u2net(tmp_path / "made.onnx").read_bytes()
     hub.add_release("u2netp.onnx", data)
-    spec = store.CATALOGUE["u2netp"]
-    monkeypatch.setitem(store.CATALOGUE, "u2netp", spec.__class__(
-        **{**spec.__dict__, "files": (store.ModelFile("u2netp.onnx", "u2netp.onnx",
-                                                       md5=hashlib.md5(data).hexdigest()),)}))
+    _with_md5(monkeypatch, "u2netp", data)
     with pytest.raises(UserError, match="models download u2netp"):
         bgmod.MaskModel("u2netp")
     assert store.ensure("u2netp") == tmp_path / "u2net"
