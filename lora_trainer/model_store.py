@@ -21,8 +21,8 @@ import http.client
 import json
 import os
 import re
-import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +310,53 @@ def _fetch(url: str, part: Path, expect: dict, on_bytes: Callable[[int], None],
             raise ConnectionError(f"the connection closed {resp.length} bytes before the end")
 
 
+def _download_files(label: str, items: list, progress: Optional[Progress], should_stop: Callable[[], bool],
+                    missing: str) -> None:
+    """Fetch ``items`` — ``(url, folder, ModelFile)`` — one after the other, progress over all of them."""
+    if offline():
+        raise ModelOffline(f"{label} is not downloaded and downloads are off (HF_HUB_OFFLINE is set)", missing)
+    try:
+        metas = [_head(url) for url, _folder, _f in items]
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{exc.url or items[0][0]} answered {exc.code} {exc.reason}", missing) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ModelOffline(f"cannot reach the server for {label} ({getattr(exc, 'reason', exc)})",
+                           missing) from None
+    total = sum(m["size"] or f.size for (_u, _d, f), m in zip(items, metas))
+    state = {"done": 0}
+    for (url, folder, f), meta in zip(items, metas):
+        algo, digest = _expected_hash(f, meta)
+
+        def on_bytes(n: int, name=f.name) -> None:
+            state["done"] += n
+            if progress:
+                progress({"model": label, "file": name, "done": state["done"], "total": total})
+
+        part = _part(folder, f)
+        try:
+            _fetch(url, part, {"url": url, "hash": digest, "size": meta["size"]}, on_bytes, should_stop)
+        except urllib.error.HTTPError as exc:
+            raise UserError(f"{url} answered {exc.code} {exc.reason}", missing) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # lost midway: .part resumes
+            raise ModelOffline(f"download of {f.name} for {label} broke off ({getattr(exc, 'reason', exc)}); "
+                               f"run it again to resume", missing) from None
+        got = part.stat().st_size
+        if meta["size"] and got != meta["size"]:
+            part.unlink()
+            raise UserError(f"{f.name} of {label}: got {got} bytes, the server announced {meta['size']}",
+                            "run the download again")
+        if algo:
+            actual = file_hash(part, algo)
+            if actual != digest:
+                part.unlink()
+                part.with_suffix(".part.json").unlink(missing_ok=True)
+                raise UserError(f"{f.name} of {label} is corrupt: its {algo} is {actual}, the published one is "
+                                f"{digest}; the file was deleted",
+                                f"run the download again; if it fails again, {missing}")
+        os.replace(part, folder / f.name)
+        part.with_suffix(".part.json").unlink(missing_ok=True)
+
+
 def ensure(model_id: str, progress: Optional[Progress] = None,
            should_stop: Callable[[], bool] = lambda: False) -> Path:
     """The folder holding the model's files, downloading what is missing. ``progress`` gets
@@ -322,56 +369,154 @@ def ensure(model_id: str, progress: Optional[Progress] = None,
     if found is not None:
         return found
     folder = target_dir(spec)
-    todo = [f for f in spec.files if not (folder / f.name).is_file()]
-    if offline():
-        raise ModelOffline(f"model {spec.id} is not downloaded and downloads are off (HF_HUB_OFFLINE is set)",
-                           missing_text(model_id))
-    try:
-        metas = [_head(file_url(spec, f)) for f in todo]
-    except urllib.error.HTTPError as exc:
-        raise UserError(f"{exc.url or file_url(spec, todo[0])} answered {exc.code} {exc.reason}",
-                        missing_text(model_id)) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ModelOffline(f"cannot reach the server for model {spec.id} ({reason})",
-                           missing_text(model_id)) from None
-    total = sum(m["size"] or f.size for f, m in zip(todo, metas))
-    state = {"done": 0}
-    lock = threading.Lock()
-    for f, meta in zip(todo, metas):
-        url = file_url(spec, f)
-        algo, digest = _expected_hash(f, meta)
-        size = meta["size"] or f.size
-
-        def on_bytes(n: int, name=f.name) -> None:
-            with lock:
-                state["done"] += n
-                if progress:
-                    progress({"model": spec.id, "file": name, "done": state["done"], "total": total})
-
-        part = _part(folder, f)
-        try:
-            _fetch(url, part, {"url": url, "hash": digest, "size": meta["size"]}, on_bytes, should_stop)
-        except urllib.error.HTTPError as exc:
-            raise UserError(f"{url} answered {exc.code} {exc.reason}", missing_text(model_id)) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # connection lost midway: the .part resumes next time
-            reason = getattr(exc, "reason", exc)
-            raise ModelOffline(f"download of {f.name} for model {spec.id} broke off ({reason}); run it again "
-                               f"to resume", missing_text(model_id)) from None
-        got = part.stat().st_size
-        if meta["size"] and got != meta["size"]:
-            part.unlink()
-            raise UserError(f"{f.name} of model {spec.id}: got {got} bytes, the server announced {size}",
-                            "run the download again")
-        if algo:
-            actual = file_hash(part, algo)
-            if actual != digest:
-                part.unlink()
-                part.with_suffix(".part.json").unlink(missing_ok=True)
-                raise UserError(f"{f.name} of model {spec.id} is corrupt: its {algo} is {actual}, the published "
-                                f"one is {digest}; the file was deleted",
-                                f"run the download again; if it fails again, {missing_text(model_id)}")
-        os.replace(part, folder / f.name)
-        part.with_suffix(".part.json").unlink(missing_ok=True)
+    todo = [(file_url(spec, f), folder, f) for f in spec.files if not (folder / f.name).is_file()]
+    _download_files(f"model {spec.id}", todo, progress, should_stop, missing_text(model_id))
     return folder
 
+
+# --------------------------------------------------------------------------------------------- base models
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?$")
+_VARIANT = re.compile(r"\.(fp16|bf16|fp32|ema|non_ema)\.")
+BASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+_WEIGHTS = ("unet", "vae", "text_encoder")
+
+
+def is_remote_base(spec: str) -> bool:
+    """A ``--base-model`` that names a hub repository (``owner/name[@revision]``, diffusers layout) or the
+    URL of one ``.safetensors`` file, rather than a local path."""
+    if spec.startswith(("https://", "http://")):
+        return True
+    return bool(_REPO_ID.match(spec)) and not Path(spec).expanduser().exists()
+
+
+def base_dir(spec: str) -> Path:
+    root = cache_root() / "models" / "base"
+    if spec.startswith(("https://", "http://")):
+        return root / ("url-" + hashlib.sha1(spec.encode()).hexdigest()[:12])
+    return root / spec.replace("/", "--").replace("@", "--")
+
+
+def _base_url_file(url: str) -> ModelFile:
+    name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
+    if not name.endswith(".safetensors") or "/" in name or name.startswith("."):
+        raise UserError(f"{url} is not the URL of a .safetensors file",
+                        "give --base-model a URL ending in .safetensors, a hub repository id or a local path")
+    return ModelFile(name, name)
+
+
+def _repo_files(repo: str, revision: str, missing: str) -> list[str]:
+    """The files of the repository a diffusers model needs: configs and non-variant .safetensors weights."""
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    url = f"{endpoint}/api/models/{repo}/revision/{revision}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_headers()), timeout=CONNECT_TIMEOUT) as r:
+            names = [s["rfilename"] for s in json.load(r).get("siblings", [])]
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{url} answered {exc.code} {exc.reason}",
+                        "check the repository id (owner/name) and its access rights (HF_TOKEN)") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ModelOffline(f"cannot reach the server for base model {repo} ({getattr(exc, 'reason', exc)})",
+                           missing) from None
+    if "model_index.json" not in names:
+        raise UserError(f"{repo} is not a diffusers model (no model_index.json)",
+                        "give a repository in the diffusers layout, or the URL of a single .safetensors file")
+    keep = ["model_index.json"]
+    for n in names:
+        top, _, rest = n.partition("/")
+        if top in BASE_PARTS and "/" not in rest and not _VARIANT.search(rest) and \
+                rest.endswith((".json", ".txt", ".safetensors")):
+            keep.append(n)
+    for part in _WEIGHTS:
+        if part in {n.split("/")[0] for n in names} and not any(k.startswith(part + "/") and
+                                                                  k.endswith(".safetensors") for k in keep):
+            raise UserError(f"{repo} has no .safetensors weights in {part}/",
+                            "LoRA Trainer loads no pickle weights (.bin): pick a repository with safetensors")
+    return keep
+
+
+def resolve_base_model(spec: str, progress: Optional[Progress] = None,
+                       should_stop: Callable[[], bool] = lambda: False) -> str:
+    """A local path for ``--base-model``: a local path as given; a hub repository id or a ``.safetensors``
+    URL from the cache, downloaded there first when it is not yet (the user named it: that is the say-so)."""
+    if not is_remote_base(spec):
+        return spec
+    folder = base_dir(spec)
+    if spec.startswith(("https://", "http://")):
+        f = _base_url_file(spec)
+        if not (folder / f.name).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            _download_files(f"base model {f.name}", [(spec, folder, f)], progress, should_stop,
+                            f"put {f.name} from {spec} in {folder}, or give --base-model its local path")
+        return str(folder / f.name)
+    done = folder / ".lt-complete"
+    if done.is_file():
+        return str(folder)
+    repo, _, revision = spec.partition("@")
+    revision = revision or "main"
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    missing = (f"copy the repository {endpoint}/{repo} (model_index.json and the unet, vae, text_encoder, "
+               f"tokenizer, scheduler folders) into {folder}, or give --base-model a local path")
+    if offline():
+        raise ModelOffline(f"base model {repo} is not downloaded and downloads are off (HF_HUB_OFFLINE is set)",
+                           missing)
+    items = []
+    for name in _repo_files(repo, revision, missing):
+        sub, _, leaf = name.rpartition("/")
+        target = folder / sub if sub else folder
+        target.mkdir(parents=True, exist_ok=True)
+        if not (target / leaf).is_file():
+            items.append((f"{endpoint}/{repo}/resolve/{revision}/{name}", target, ModelFile(leaf, name)))
+    _download_files(f"base model {repo}", items, progress, should_stop, missing)
+    done.write_text(json.dumps({"repo": repo, "revision": revision}), encoding="utf-8")
+    return str(folder)
+
+
+def tqdm_progress(desc: str) -> Progress:
+    """A progress callback drawing a tqdm bar on stderr (the CLI's downloads)."""
+    import sys
+
+    from tqdm import tqdm
+
+    bar = {}
+
+    def update(ev: dict) -> None:
+        if "b" not in bar:
+            bar["b"] = tqdm(total=ev["total"] or None, desc=desc, unit="B", unit_scale=True, file=sys.stderr,
+                            disable=None, leave=True)
+        bar["b"].n = ev["done"]
+        bar["b"].refresh()
+        if ev["total"] and ev["done"] >= ev["total"]:
+            bar["b"].close()
+
+    return update
+
+
+def cached_base_models() -> list[dict]:
+    """The base models downloaded into the cache: ``{id, folder, on_disk}`` (complete downloads only)."""
+    root = cache_root() / "models" / "base"
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        marker = d / ".lt-complete"
+        files = [p for p in d.rglob("*") if p.is_file() and not p.name.endswith((".part", ".part.json"))]
+        if marker.is_file():
+            ident = json.loads(marker.read_text(encoding="utf-8")).get("repo", d.name)
+        elif any(p.suffix == ".safetensors" for p in files) and d.name.startswith("url-"):
+            ident = next(p.name for p in files if p.suffix == ".safetensors")
+        else:
+            continue
+        out.append({"id": ident, "kind": "base", "folder": str(d), "downloaded": True,
+                    "on_disk": sum(p.stat().st_size for p in files)})
+    return out
+
+
+def delete_base(spec: str) -> list[Path]:
+    """Remove a downloaded base model (its cache folder)."""
+    import shutil
+
+    folder = base_dir(spec)
+    if not folder.is_dir():
+        return []
+    gone = [p for p in folder.rglob("*") if p.is_file()]
+    shutil.rmtree(folder)
+    return gone

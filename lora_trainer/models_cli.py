@@ -13,7 +13,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the models the store knows, where each goes, size, licence, on disk or not")
     ls.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    dl = sub.add_parser("download", help="download models by name (HF_ENDPOINT and HF_HUB_OFFLINE are honoured)")
+    dl = sub.add_parser("download", help="download models by name, or a base model by hub repository id "
+                                         "(owner/name[@revision], diffusers layout) or .safetensors URL "
+                                         "(HF_ENDPOINT and HF_HUB_OFFLINE are honoured)")
     dl.add_argument("names", nargs="+", metavar="NAME")
     rm = sub.add_parser("delete", help="delete downloaded models by name (and their partial downloads)")
     rm.add_argument("names", nargs="+", metavar="NAME")
@@ -27,44 +29,34 @@ def _run(args: argparse.Namespace) -> int:
     from . import model_store as store
 
     if args.models_action == "list":
-        rows = [store.describe(i) for i in store.CATALOGUE]
+        rows = [store.describe(i) for i in store.CATALOGUE] + store.cached_base_models()
         if args.json:
             print(json.dumps({"models": rows}, ensure_ascii=False))
             return 0
         for r in rows:
             mark = "downloaded" if r["downloaded"] else "missing"
-            print(f"{r['id']:<26} {r['kind']:<10} {_mb(r['on_disk'] or r['size']):>9}  {r['licence']:<10} "
+            print(f"{r['id']:<26} {r['kind']:<10} {_mb(r['on_disk'] or r.get('size', 0)):>9}  "
+                  f"{r.get('licence', ''):<10} "
                   f"{mark:<10} {r['folder']}")
         return 0
-    for name in args.names:
-        store.get_spec(name)  # every name checked before anything is fetched or deleted
+    for name in args.names:  # every name checked before anything is fetched or deleted
+        if not store.is_remote_base(name):
+            store.get_spec(name)
     if args.models_action == "delete":
-        gone = [str(p) for name in args.names for p in store.delete(name)]
+        gone = [str(p) for name in args.names
+                for p in (store.delete_base(name) if store.is_remote_base(name) else store.delete(name))]
         print(json.dumps({"deleted": gone}, ensure_ascii=False))
         return 0
-    from tqdm import tqdm
-
     done = {}
     for name in args.names:
-        bar = None
-
-        def progress(ev: dict) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=ev["total"] or None, desc=name, unit="B", unit_scale=True, file=sys.stderr,
-                           disable=None)
-            bar.n = ev["done"]
-            bar.refresh()
-
-        try:
-            done[name] = str(store.ensure(name, progress))
-        finally:
-            if bar is not None:
-                bar.close()
+        bar = store.tqdm_progress(name)
+        done[name] = (store.resolve_base_model(name, bar) if store.is_remote_base(name)
+                      else str(store.ensure(name, bar)))
     print(json.dumps({"downloaded": done}, ensure_ascii=False))
     return 0
 
 
 def register(commands: dict) -> None:
-    commands["models"] = ("list, download or delete the models steps can fetch (taggers, background removers)",
+    commands["models"] = ("list, download or delete the models steps can fetch (taggers, background removers, "
+                          "base models by hub id or URL)",
                           _args, _run)

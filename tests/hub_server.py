@@ -3,7 +3,8 @@
 ``/{repo}/resolve/{revision}/{path}``: HEAD and GET. A small (git) file answers 200 with ``ETag`` = its git
 blob sha1; an LFS file answers 302 to its CDN address with ``X-Linked-Etag`` = its sha256 and
 ``X-Linked-Size``, and the CDN address serves it with ``Range`` support. Every answer carries
-``X-Repo-Commit``. Plain files (rembg's GitHub release) are served at ``/release/{name}``.
+``X-Repo-Commit``. Plain files (rembg's GitHub release) are served at ``/release/{name}``, and ``/api/models/{repo}/revision/
+{rev}`` lists a repository's files (``siblings``).
 ``drop_after`` makes the next GET of a file send that many bytes and then drop the connection; ``slow``
 paces every body (a download that can be killed midway).
 """
@@ -11,6 +12,7 @@ paces every body (a download that can be killed midway).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
@@ -59,8 +61,26 @@ class HubDouble:
                     return (key, False) if key else (None, False)
                 return (path, True) if path in hub.files else (None, True)
 
+            def _api(self) -> bool:
+                """``/api/models/{repo}/revision/{rev}``: the repository's file list, as the hub gives it."""
+                path = self.path.split("?")[0]
+                if not path.startswith("/api/models/") or "/revision/" not in path:
+                    return False
+                repo, rev = path[len("/api/models/"):].split("/revision/")
+                prefix = f"/{repo}/resolve/{rev}/"
+                body = json.dumps({"id": repo, "sha": COMMIT, "siblings": [
+                    {"rfilename": k[len(prefix):]} for k in hub.files if k.startswith(prefix)]}).encode()
+                self.send_response(200 if any(k.startswith(prefix) for k in hub.files) else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+
             def _answer(self, head: bool):
                 hub.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                if self._api():
+                    return
                 key, front = self._find()
                 if key is None:
                     self.send_response(404)

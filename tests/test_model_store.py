@@ -303,3 +303,66 @@ def test_background_runs_on_the_downloaded_model(hub, tmp_path, monkeypatch):
     img.paste((20, 20, 230), (16, 16, 48, 48))
     mask = bgmod.MaskModel("u2netp").predict(img)
     assert mask[32, 32] > 0.9 and mask[2, 2] < 0.1
+
+
+# --------------------------------------------------------------------------------------------- base models
+
+def serve_folder(hub, repo: str, folder: Path) -> None:
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            hub.add_hub(repo, p.relative_to(folder).as_posix(), p.read_bytes(), lfs=p.suffix == ".safetensors")
+
+
+@pytest.mark.skipif(not has("diffusers"), reason="needs diffusers (standalone profile)")
+def test_base_model_by_hub_id_downloads_then_loads_offline(hub, tmp_path, monkeypatch):
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from tiny_sd import tiny_parts
+
+    from lora_trainer.models import load_backend
+
+    c = tiny_parts()
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    StableDiffusionPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=c["unet"],
+                            scheduler=sched, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(tmp_path / "made")
+    (tmp_path / "made" / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle: never fetched")
+    (tmp_path / "made" / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"variant: not fetched")
+    serve_folder(hub, "test/tiny-sd", tmp_path / "made")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(store.ModelOffline, match="test/tiny-sd") as e:
+        load_backend("test/tiny-sd", torch.device("cpu"))
+    assert str(tmp_path / "cache" / "models" / "base" / "test--tiny-sd") in e.value.hint
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    backend, preset = load_backend("test/tiny-sd", torch.device("cpu"))
+    assert preset is None and backend.family == "sd1" and len(backend.lora_targets("unet")) == 72
+    fetched = {p for m, p, _ in hub.requests if m == "GET"}
+    assert not any(p.endswith((".bin", ".fp16.safetensors")) for p in fetched)
+    folder = tmp_path / "cache" / "models" / "base" / "test--tiny-sd"
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        (tmp_path / "made" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    n = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached: loads offline, no request
+    assert load_backend("test/tiny-sd", torch.device("cpu"))[0].family == "sd1" and len(hub.requests) == n
+    r = _cli("models", "list", "--json", env=_env())
+    assert any(m["id"] == "test/tiny-sd" and m["kind"] == "base" for m in json.loads(r.stdout)["models"])
+
+
+def test_base_model_by_url_and_the_repo_checks(hub, tmp_path):
+    data = blob(300_000, 9)
+    hub.add_hub("someone/checkpoints", "model.safetensors", data, lfs=True)
+    url = f"{hub.url}/someone/checkpoints/resolve/main/model.safetensors"
+    path = Path(store.resolve_base_model(url))
+    assert path.read_bytes() == data and path.parent.parent == tmp_path / "cache" / "models" / "base"
+    assert store.resolve_base_model(url) == str(path)  # cached
+    assert store.resolve_base_model(str(tmp_path)) == str(tmp_path)  # a local path stays as given
+    with pytest.raises(UserError, match="not the URL of a .safetensors"):
+        store.resolve_base_model(f"{hub.url}/x/model.ckpt")
+    with pytest.raises(UserError, match="not a diffusers model"):
+        store.resolve_base_model("someone/checkpoints")
+    hub.add_hub("someone/pickles", "model_index.json", b"{}", lfs=False)
+    hub.add_hub("someone/pickles", "unet/diffusion_pytorch_model.bin", b"x", lfs=True)
+    with pytest.raises(UserError, match="no .safetensors weights in unet/"):
+        store.resolve_base_model("someone/pickles")
+    r = _cli("models", "delete", url, env=_env())
+    assert r.returncode == 0 and not path.exists()
