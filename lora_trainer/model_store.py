@@ -222,7 +222,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def _head(url: str) -> dict:
     """The file's metadata as the hub gives it: expected size and hash, from the first (unredirected) answer."""
-    req = urllib.request.Request(url, method="HEAD", headers=_headers())
+    req = urllib.request.Request(url, method="HEAD", headers=_headers(url))
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         resp = opener.open(req, timeout=CONNECT_TIMEOUT)
@@ -237,12 +237,22 @@ def _head(url: str) -> dict:
     return {"etag": etag.lower(), "size": int(size) if size and size.isdigit() else 0}
 
 
-def _headers() -> dict:
+def _headers(url: str = "") -> dict:
+    """Our User-Agent, and ``HF_TOKEN`` for the hub endpoint only (never for rembg's or a CDN's host)."""
     h = {"User-Agent": "lora-trainer"}
     token = os.environ.get("HF_TOKEN")
-    if token:
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    if token and (url == endpoint or url.startswith(endpoint + "/")):
         h["Authorization"] = f"Bearer {token}"
     return h
+
+
+class _SameHostAuth(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlparse(newurl).netloc != urllib.parse.urlparse(req.full_url).netloc:
+            new.remove_header("Authorization")  # the hub's CDN gets a signed URL, not the user's token
+        return new
 
 
 def _expected_hash(f: ModelFile, meta: dict) -> tuple[str, str]:
@@ -286,11 +296,17 @@ def _fetch(url: str, part: Path, expect: dict, on_bytes: Callable[[int], None],
     have = part.stat().st_size if part.exists() else 0
     if expect.get("size") and have >= expect["size"]:
         return
-    headers = _headers()
+    headers = _headers(url)
     if have:
         headers["Range"] = f"bytes={have}-"
     # the HEAD before already proved the server answers within CONNECT_TIMEOUT; reads may pause longer
-    resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=READ_TIMEOUT)
+    opener = urllib.request.build_opener(_SameHostAuth)
+    try:
+        resp = opener.open(urllib.request.Request(url, headers=headers), timeout=READ_TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the partial file is already whole (size unknown): the hash decides
+            return
+        raise
     with resp:
         if have and resp.status != 206:  # the server sent the whole file: start again
             have = 0
@@ -410,7 +426,8 @@ def _repo_files(repo: str, revision: str, missing: str) -> list[str]:
     endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
     url = f"{endpoint}/api/models/{repo}/revision/{revision}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=_headers()), timeout=CONNECT_TIMEOUT) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_headers(url)),
+                                    timeout=CONNECT_TIMEOUT) as r:
             names = [s["rfilename"] for s in json.load(r).get("siblings", [])]
     except urllib.error.HTTPError as exc:
         raise UserError(f"{url} answered {exc.code} {exc.reason}",

@@ -3,7 +3,7 @@
 ``/{repo}/resolve/{revision}/{path}``: HEAD and GET. A small (git) file answers 200 with ``ETag`` = its git
 blob sha1; an LFS file answers 302 to its CDN address with ``X-Linked-Etag`` = its sha256 and
 ``X-Linked-Size``, and the CDN address serves it with ``Range`` support. Every answer carries
-``X-Repo-Commit``. Plain files (rembg's GitHub release) are served at ``/release/{name}``, and ``/api/models/{repo}/revision/
+``X-Repo-Commit``. Plain files (rembg's GitHub release) are at ``/release/{name}``, redirected as GitHub does (no size, no hash), and ``/api/models/{repo}/revision/
 {rev}`` lists a repository's files (``siblings``).
 ``drop_after`` makes the next GET of a file send that many bytes and then drop the connection; ``slow``
 paces every body (a download that can be killed midway).
@@ -25,7 +25,9 @@ class HubDouble:
         self.files: dict[str, tuple[bytes, bool, str]] = {}  # route -> (data, lfs, advertised sha256)
         self.drop_after: Optional[int] = None
         self.slow = 0.0                                      # seconds of pause per 64 KiB sent
+        self.cdn = ""                                        # another origin for the LFS redirects ("" = this one)
         self.requests: list[tuple[str, str, str]] = []      # (method, path, Range header)
+        self.auth: list[tuple[str, str]] = []               # (path, Authorization header) of every request
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -79,6 +81,7 @@ class HubDouble:
 
             def _answer(self, head: bool):
                 hub.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                hub.auth.append((self.path, self.headers.get("Authorization", "")))
                 if self._api():
                     return
                 key, front = self._find()
@@ -89,9 +92,15 @@ class HubDouble:
                     self.end_headers()
                     return
                 data, lfs, sha = hub.files[key]
+                if front and key.startswith("/release/"):  # GitHub: a bare redirect, no size, no hash
+                    self.send_response(302)
+                    self.send_header("Location", f"{hub.cdn}/cdn/{hashlib.sha256(data).hexdigest()}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if front and lfs:  # the hub: metadata here, the bytes on the CDN
                     self.send_response(302)
-                    self.send_header("Location", f"/cdn/{hashlib.sha256(data).hexdigest()}")
+                    self.send_header("Location", f"{hub.cdn}/cdn/{hashlib.sha256(data).hexdigest()}")
                     self.send_header("X-Linked-Etag", f'"{sha}"')
                     self.send_header("X-Linked-Size", str(len(data)))
                     self.send_header("ETag", '"%s"' % hashlib.sha1(b"lfs pointer").hexdigest())
@@ -103,6 +112,12 @@ class HubDouble:
                 rng = self.headers.get("Range", "")
                 if rng.startswith("bytes=") and rng.endswith("-"):
                     start = int(rng[6:-1])
+                if start and start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = data[start:]
                 self.send_response(206 if start else 200)
                 if start:

@@ -366,3 +366,35 @@ def test_base_model_by_url_and_the_repo_checks(hub, tmp_path):
         store.resolve_base_model("someone/pickles")
     r = _cli("models", "delete", url, env=_env())
     assert r.returncode == 0 and not path.exists()
+
+
+def test_a_whole_partial_file_of_unknown_size_is_finished_not_refetched(hub, tmp_path, monkeypatch):
+    """rembg's files come from GitHub, whose redirect announces no size: a .part that is already whole gets
+    416 for its range request; the md5 then decides, instead of the download failing forever."""
+    data = blob(50_000, 10)
+    hub.add_release("u2netp.onnx", data)
+    _with_md5(monkeypatch, "u2netp", data)
+    home = tmp_path / "u2net"
+    home.mkdir()
+    url = f"{hub.url}/release/u2netp.onnx"
+    (home / "u2netp.onnx.part").write_bytes(data)
+    (home / "u2netp.onnx.part.json").write_text(json.dumps({"url": url, "hash": hashlib.md5(data).hexdigest(),
+                                                            "size": 0}), encoding="utf-8")
+    assert store.ensure("u2netp") == home and (home / "u2netp.onnx").read_bytes() == data
+    assert not (home / "u2netp.onnx.part").exists()
+
+
+def test_the_token_goes_to_the_hub_only(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    serve_tagger(hub, blob(100_000, 11), CSV)
+    data = blob(1000, 12)
+    hub.add_release("u2netp.onnx", data)
+    _with_md5(monkeypatch, "u2netp", data)
+    monkeypatch.setenv("LORA_TRAINER_REMBG_URL", hub.url.replace("127.0.0.1", "localhost") + "/release")
+    hub.cdn = hub.url.replace("127.0.0.1", "localhost")  # the LFS bytes come from another host, as hf.co's CDN
+    store.ensure(VIT)
+    store.ensure("u2netp")
+    sent = dict((p, a) for p, a in hub.auth)
+    assert sent[f"/SmilingWolf/{VIT}/resolve/main/model.onnx"] == "Bearer hf_secret"
+    assert sent["/release/u2netp.onnx"] == ""
+    assert {a for p, a in hub.auth if p.startswith("/cdn/")} == {""}
