@@ -398,3 +398,46 @@ def test_the_token_goes_to_the_hub_only(hub, monkeypatch):
     assert sent[f"/SmilingWolf/{VIT}/resolve/main/model.onnx"] == "Bearer hf_secret"
     assert sent["/release/u2netp.onnx"] == ""
     assert {a for p, a in hub.auth if p.startswith("/cdn/")} == {""}
+
+
+# --------------------------------------------------------------------------------------------- the API's job
+
+def test_api_downloads_a_model_as_a_job_with_progress(hub, tmp_path):
+    """POST /models/{id}/download over real HTTP: 202 with a job, byte progress while it runs, the files in
+    place when it finishes; GET /models says so; an unknown id is a 400 before anything is queued."""
+    httpx = pytest.importorskip("httpx")
+    from lora_trainer.api import PREFIX, create_app
+    from lora_trainer.api.serve import BackgroundServer
+    from lora_trainer.service import Service
+
+    model = blob(2_000_000, 13)
+    serve_tagger(hub, model, CSV)
+    hub.slow = 0.005
+    service = Service(tmp_path / "ws")
+    try:
+        with BackgroundServer(create_app(service)) as srv:
+            c = httpx.Client(base_url=srv.url + PREFIX, timeout=30)
+            before = {m["id"]: m for m in c.get("/models").json()}
+            assert before[VIT]["downloaded"] is False and before[VIT]["kind"] == "tagger"
+            r = c.post(f"/models/{VIT}/download")
+            assert r.status_code == 202, r.text
+            job = r.json()["job"]
+            seen, deadline = [], time.time() + 60
+            while time.time() < deadline:
+                st = c.get(f"/jobs/{job}").json()
+                if st.get("percent") is not None:
+                    seen.append(st["percent"])
+                if st["status"] in ("finished", "failed", "cancelled"):
+                    break
+                time.sleep(0.05)
+            assert st["status"] == "finished", st
+            assert any(0 < p < 100 for p in seen) and st["percent"] == 100.0
+            assert st["progress"]["total"] == len(model) + len(CSV)
+            after = {m["id"]: m for m in c.get("/models").json()}
+            assert after[VIT]["downloaded"] is True
+            assert (Path(after[VIT]["folder"]) / "model.onnx").read_bytes() == model
+            r = c.post("/models/nope/download")
+            assert r.status_code == 400 and "unknown model" in r.json()["error"]
+            assert c.get("/projects").json() == []  # the download's job folder is no project
+    finally:
+        service.runner.shutdown()
