@@ -24,7 +24,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -59,7 +59,6 @@ class ModelSpec:
     base_url: str = ""         # for files outside the hub (rembg's GitHub release)
     licence: str = ""
     about: str = ""
-    extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def size(self) -> int:

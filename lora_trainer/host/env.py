@@ -27,7 +27,7 @@ SETTINGS: dict[str, tuple[Any, str, Optional[tuple]]] = {
     "lora_trainer_default_tagger": ("deepbooru", "Default tagger of the Auto-tag step", TAGGER_CHOICES),
     "lora_trainer_rembg_model": ("u2net", "Default background-removal model (rembg)",
                                  ("none", "u2net", "u2netp", "u2net_human_seg", "silueta", "isnet-general-use",
-                                  "isnet-anime")),
+                                  "isnet-anime", "birefnet-portrait", "birefnet-general")),
     "lora_trainer_publish": (True, "Copy each finished LoRA into the Lora folder (under a unique name, with its "
                                    ".json sidecar)", None),
     "lora_trainer_test_sampler": ("Euler a", "Sampler of the Test step's txt2img", None),
