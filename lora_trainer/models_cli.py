@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def _args(p: argparse.ArgumentParser) -> None:

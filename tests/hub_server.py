@@ -2,9 +2,10 @@
 
 ``/{repo}/resolve/{revision}/{path}``: HEAD and GET. A small (git) file answers 200 with ``ETag`` = its git
 blob sha1; an LFS file answers 302 to its CDN address with ``X-Linked-Etag`` = its sha256 and
-``X-Linked-Size``, and the CDN address serves it with ``Range`` support. Every answer carries
-``X-Repo-Commit``. Plain files (rembg's GitHub release) are at ``/release/{name}``, redirected as GitHub does (no size, no hash), and ``/api/models/{repo}/revision/
-{rev}`` lists a repository's files (``siblings``).
+``X-Linked-Size``, and the CDN address serves it with ``Range`` support (416 past the end). Every answer
+carries ``X-Repo-Commit``. Plain files (rembg's GitHub release) are at ``/release/{name}``, redirected as
+GitHub does (no size, no hash); ``/api/models/{repo}/revision/{rev}`` lists a repository's files
+(``siblings``); ``cdn`` puts the redirects' target on another origin.
 ``drop_after`` makes the next GET of a file send that many bytes and then drop the connection; ``slow``
 paces every body (a download that can be killed midway).
 """
