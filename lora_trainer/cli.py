@@ -81,7 +81,8 @@ def _setup_logging(log_file: Optional[Path]) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file of options; flags override it")
     p.add_argument("--base-model", metavar="PATH", default=None,
-                   help="diffusers folder or .safetensors checkpoint (default: the embedded toy model)")
+                   help="diffusers folder or .safetensors checkpoint, or a hub repository id (owner/name, diffusers "
+                        "layout) or .safetensors URL, downloaded once into the cache (default: the embedded toy model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
 
 
@@ -298,6 +299,7 @@ COMMAND_MODULES = (
     "lora_trainer.training.estimate",
     "lora_trainer.api.serve",
     "lora_trainer.ui.standalone",
+    "lora_trainer.models_cli",
 )
 
 

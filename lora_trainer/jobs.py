@@ -66,6 +66,7 @@ JobFn = Callable[[JobContext], Optional[dict]]
 class _Pending:
     job_id: str
     fn: JobFn
+    locked: bool = True
 
 
 class JobRunner:
@@ -94,7 +95,9 @@ class JobRunner:
 
     # ---- public ----------------------------------------------------------------------------------
     def submit(self, kind: str, fn: JobFn, config: Optional[dict] = None, job_id: Optional[str] = None,
-               parent: Optional[Path] = None) -> str:
+               parent: Optional[Path] = None, locked: bool = True) -> str:
+        """Queue ``fn``. ``locked`` False: run it without the host's lock (a download must not hold the
+        WebUI's queue, and so its txt2img, for minutes)."""
         job_id = job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         job_dir = self._dirs.get(job_id) if parent is None else None
         job_dir = job_dir or Path(parent or self.root) / job_id
@@ -106,7 +109,7 @@ class JobRunner:
                                     "started": None, "finished": None}
             self._contexts[job_id] = JobContext(self, job_id, job_dir)
             self._write_state(job_id)
-        self._queue.put(_Pending(job_id, fn))
+        self._queue.put(_Pending(job_id, fn, locked))
         self._emit(job_id, "queued", {})
         return job_id
 
@@ -213,7 +216,7 @@ class JobRunner:
     def _run(self, item: _Pending) -> None:
         ctx = self._contexts[item.job_id]
         try:
-            if self.lock is not None:
+            if self.lock is not None and item.locked:
                 with self.lock:
                     result = item.fn(ctx)
             else:

@@ -35,6 +35,9 @@ def load_backend(base_model: Optional[str], device: torch.device):
         from .training.diffusers_backend import DiffusersBackend, require_diffusers
 
         require_diffusers()
+        from .model_store import resolve_base_model, tqdm_progress  # a hub id or URL: from the cache
+
+        base_model = resolve_base_model(base_model, tqdm_progress(f"base model {base_model}"))
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         return DiffusersBackend.load(Path(base_model), device=device, dtype=dtype), None
     try:

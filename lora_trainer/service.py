@@ -382,6 +382,30 @@ class Service:
                                                "seeds": list(seeds), "steps": steps, "size": size,
                                                "sampler": sampler or self.samplers()[0]}, job)
 
+    # ---- models a step can fetch (the model store) ------------------------------------------------
+    def models_list(self) -> list[dict]:
+        """Every model the store knows: where it goes, size, licence, downloaded or not."""
+        from . import model_store
+
+        return [model_store.describe(i) for i in model_store.CATALOGUE]
+
+    def download_model(self, model_id: str) -> str:
+        """Download a store model as a job (progress in bytes, cancel keeps the partial file). An unknown
+        id fails here, before anything is queued. The job does not hold the host's queue lock."""
+        from . import model_store
+
+        model_store.get_spec(model_id)
+
+        def job(ctx: JobContext) -> dict:
+            def progress(ev: dict) -> None:
+                ctx.progress({"phase": "download", "step": ev["done"], "total": ev["total"], "file": ev["file"]})
+
+            folder = model_store.ensure(model_id, progress, ctx.should_stop)
+            return {"model": model_id, "folder": str(folder)}
+
+        return self.runner.submit("download", job, config={"model": model_id},
+                                  parent=self.workspace / ".models" / "jobs", locked=False)
+
     def samplers(self) -> list[str]:
         """The Test step's sampler names (the WebUI's in the WebUI, diffusers schedulers standalone); the
         first is the default. A provider that names none gets the standalone list."""

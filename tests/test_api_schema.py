@@ -17,7 +17,7 @@ pytest.importorskip("uvicorn")
 
 EXAMPLES = 12  # per operation: ~350 requests, a few seconds
 ROUTES = {
-    ("get", "/info"), ("get", "/samplers"), ("get", "/projects"), ("post", "/projects"), ("get", "/projects/{name}"),
+    ("get", "/info"), ("get", "/samplers"), ("get", "/models"), ("post", "/models/{model_id}/download"), ("get", "/projects"), ("post", "/projects"), ("get", "/projects/{name}"),
     ("patch", "/projects/{name}"), ("delete", "/projects/{name}"), ("get", "/projects/{name}/train-config"),
     ("get", "/projects/{name}/images"), ("post", "/projects/{name}/images"),
     ("post", "/projects/{name}/images/import"), ("get", "/projects/{name}/images/{image}"),

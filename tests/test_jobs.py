@@ -4,6 +4,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from lora_trainer.errors import UserError
 from lora_trainer.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, JobRunner
 
@@ -158,3 +160,22 @@ def test_lock_is_held_around_each_job(tmp_path):
     r.wait(j, 10)
     assert seen == [True] and not lock.locked()
     r.shutdown()
+
+
+def test_an_unlocked_job_runs_while_the_host_lock_is_held(tmp_path):
+    """A download (``locked=False``) must not wait for, nor hold, the WebUI's queue lock; other jobs still
+    take it."""
+    import threading
+
+    lock = threading.Lock()
+    runner = JobRunner(tmp_path, lock=lock)
+    try:
+        with lock:  # the WebUI is busy with a txt2img
+            free = runner.submit("download", lambda ctx: {"held": lock.locked()}, locked=False)
+            assert runner.wait(free, timeout=10)["status"] == "finished"
+            locked = runner.submit("train", lambda ctx: {})
+            with pytest.raises(TimeoutError):
+                runner.wait(locked, timeout=0.5)
+        assert runner.wait(locked, timeout=10)["status"] == "finished"
+    finally:
+        runner.shutdown()

@@ -80,3 +80,20 @@ def test_label_count_mismatch_is_named(model_dir, tmp_path):
     (tmp_path / "selected_tags.csv").write_text("tag_id,name,category,count\n1,a,0,5\n", encoding="utf-8")
     with pytest.raises(UserError, match="10861 outputs"):
         WD14Tagger(tmp_path).tag([Image.new("RGB", (8, 8))])
+
+
+@needs_model
+def test_rating_first_and_character_tags_optional_as_kohya(model_dir, tmp_path):
+    """kohya's captioner: ``--use_rating_tags`` puts the likeliest rating first; character tags can be left out."""
+    red = Image.new("RGB", (300, 300), (230, 20, 20))
+    rated = WD14Tagger(model_dir, rating_tag=True).tag([red])[0]
+    assert rated.names()[:3] == ["general", "red_background", "1girl"]
+    assert [n for n in rated.names() if n in ("sensitive", "questionable", "explicit")] == []
+    assert "hatsune_miku" in WD14Tagger(model_dir, character_threshold=0.8).tag([red])[0].names()
+    assert "hatsune_miku" not in WD14Tagger(model_dir, character_threshold=0.8,
+                                            character_tags=False).tag([red])[0].names()
+    Image.new("RGB", (64, 64), (230, 20, 20)).save(tmp_path / "a.png")
+    tag_folder(tmp_path, TagConfig(tagger="wd14", model_dir=str(model_dir), rating_tag=True,
+                                   character_tags=False, character_threshold=0.5))
+    cap = (tmp_path / "a.txt").read_text(encoding="utf-8").strip()
+    assert cap.startswith("general, red background, 1girl") and "hatsune miku" not in cap

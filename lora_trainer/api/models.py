@@ -237,6 +237,19 @@ class JobRef(BaseModel):
     url: str
 
 
+class ModelInfo(BaseModel):
+    """A model a step can fetch (``models list``)."""
+    id: str
+    kind: str = Field(..., description="tagger or background")
+    downloaded: bool
+    folder: str = Field(..., description="where it is, or where a download puts it")
+    size: int = Field(..., description="published size in bytes")
+    on_disk: int
+    licence: str
+    about: str
+    source: str
+
+
 class JobInfo(BaseModel):
     id: str
     kind: str

@@ -97,6 +97,17 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
     def samplers():
         return service.samplers()
 
+    # ---- models a step can fetch -----------------------------------------------------------------
+    @router.get("/models", response_model=List[M.ModelInfo],
+                summary="The taggers and background models the store can fetch, and which are on disk")
+    def list_models():
+        return service.models_list()
+
+    @router.post("/models/{model_id}/download", response_model=M.JobRef, status_code=202,
+                 summary="Download a model as a job (progress in bytes; cancel keeps the partial file)")
+    def download_model(model_id: str):
+        return job_ref(service.download_model(model_id))
+
     # ---- projects --------------------------------------------------------------------------------
     @router.get("/projects", response_model=List[M.ProjectInfo], summary="List projects")
     def list_projects():

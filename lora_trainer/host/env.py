@@ -16,7 +16,8 @@ from types import ModuleType
 from typing import Any, Optional
 
 SECTION = ("lora_trainer", "LoRA Trainer")  # a 2-tuple: 1.6 has no settings categories
-TAGGER_CHOICES = ("deepbooru", "clip", "wd14", "toy", "none")
+TAGGER_CHOICES = ("deepbooru", "clip", "wd14", "wd-vit-tagger-v3", "wd-swinv2-tagger-v3", "wd-eva02-large-tagger-v3",
+                  "toy", "none")
 
 # key -> (default, label, choices or None). Every key is prefixed ``lora_trainer_`` (the settings namespace is
 # shared with the WebUI and every other extension).
@@ -26,7 +27,7 @@ SETTINGS: dict[str, tuple[Any, str, Optional[tuple]]] = {
     "lora_trainer_default_tagger": ("deepbooru", "Default tagger of the Auto-tag step", TAGGER_CHOICES),
     "lora_trainer_rembg_model": ("u2net", "Default background-removal model (rembg)",
                                  ("none", "u2net", "u2netp", "u2net_human_seg", "silueta", "isnet-general-use",
-                                  "isnet-anime")),
+                                  "isnet-anime", "birefnet-portrait", "birefnet-general")),
     "lora_trainer_publish": (True, "Copy each finished LoRA into the Lora folder (under a unique name, with its "
                                    ".json sidecar)", None),
     "lora_trainer_test_sampler": ("Euler a", "Sampler of the Test step's txt2img", None),

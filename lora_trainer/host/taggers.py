@@ -152,6 +152,9 @@ def register_host_taggers() -> None:
     register_tagger("deepbooru", lambda cfg=None: DeepbooruTagger())
     register_tagger("clip", lambda cfg=None: ClipInterrogatorTagger())
     wd14.HOST_MODEL_DIRS[:] = [models_path() / "wd14"]  # the WebUI's models folder, where its users look
+    from .. import model_store
+
+    model_store.HOST_MODELS_DIR[:] = [models_path()]  # downloads go to models/wd14/<id>, models/u2net
 
 
 def unregister_host_taggers() -> None:
@@ -161,3 +164,6 @@ def unregister_host_taggers() -> None:
     unregister_tagger("deepbooru")
     unregister_tagger("clip")
     wd14.HOST_MODEL_DIRS.clear()
+    from .. import model_store
+
+    model_store.HOST_MODELS_DIR.clear()

@@ -2,8 +2,9 @@
 
 Why the checks: rembg creates a session by *downloading* its model when the file is missing or its md5
 differs (``pooch.retrieve``). Offline that hangs or fails deep inside a batch. So the file is looked up
-first — ``$U2NET_HOME/<model>.onnx``, else ``~/.u2net/<model>.onnx``, as rembg 2.0.69 does — and a missing
-one is a UserError that names the file and where to put it. The session class is rembg's own, with its
+first — ``$U2NET_HOME``, the WebUI's ``models/u2net``, ``~/.u2net`` (``model_store.background_dirs``) — and a
+missing one is a UserError that names the file, its URL and where to put it. Downloads happen only through
+the model store, when the user asks (``models download u2net``). The session class is rembg's own, with its
 ``download_models`` pointed at the file we found: rembg's real pre- and post-processing run, and nothing is
 ever fetched (a file that is not byte-identical to rembg's release, e.g. a fine-tune, is accepted too).
 
@@ -25,14 +26,22 @@ from .edges import EdgeSettings, composite, refine
 
 
 def u2net_home() -> Path:
-    """The folder rembg 2.0.69 reads models from (``$U2NET_HOME``, else ``$XDG_DATA_HOME/.u2net`` or
-    ``~/.u2net``)."""
-    default = os.path.join(os.getenv("XDG_DATA_HOME", "~"), ".u2net")
-    return Path(os.path.expanduser(os.getenv("U2NET_HOME", default)))
+    """Where a background model goes: ``$U2NET_HOME``, else the WebUI's ``models/u2net``, else rembg's
+    default ``~/.u2net``."""
+    from ..model_store import background_dirs
+
+    return background_dirs()[0]
 
 
 def model_file(name: str, model_path: str = "") -> Path:
-    return Path(os.path.expanduser(model_path)) if name == "custom" else u2net_home() / f"{name}.onnx"
+    """The custom file, else the first of the background folders that holds ``<name>.onnx``, else where it
+    would go."""
+    if name == "custom":
+        return Path(os.path.expanduser(model_path))
+    from ..model_store import background_dirs
+
+    dirs = background_dirs()
+    return next((d / f"{name}.onnx" for d in dirs if (d / f"{name}.onnx").is_file()), dirs[0] / f"{name}.onnx")
 
 
 def check_model(name: str, model_path: str = "") -> Path:
@@ -42,9 +51,13 @@ def check_model(name: str, model_path: str = "") -> Path:
         return path
     if name == "custom":
         raise UserError(f"background model file not found: {path}", "give --model-path an existing .onnx file")
-    raise UserError(f"background model {name!r} is missing: {path} does not exist",
-                    f"put {name}.onnx in {u2net_home()} (set U2NET_HOME to use another folder); it is not "
-                    f"downloaded automatically")
+    from .. import model_store
+
+    if name in model_store.CATALOGUE:
+        hint = f"{model_store.missing_text(name)} (set U2NET_HOME to use another folder)"
+    else:
+        hint = f"put {name}.onnx in {u2net_home()} (set U2NET_HOME to use another folder); it is not downloaded"
+    raise UserError(f"background model {name!r} is missing: {path} does not exist", hint)
 
 
 def _import(module: str):

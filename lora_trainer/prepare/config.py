@@ -89,11 +89,17 @@ class PrepareConfig:
 class TagConfig:
     """Auto-tagging of a folder of images (step 3)."""
 
-    tagger: str = opt("none", "Tagger: toy, wd14, or a host tagger (deepbooru, clip in the WebUI)",
+    tagger: str = opt("none", "Tagger: toy, wd14 (the model in model_dir, else wd-vit-tagger-v3), "
+                              "wd-vit-tagger-v3, wd-swinv2-tagger-v3, wd-eva02-large-tagger-v3 (fetched "
+                              "with `models download`), or a host tagger (deepbooru, clip in the WebUI)",
                       group="tagging")
     threshold: float = opt(0.35, "Keep tags scored at least this", group="tagging", min=0.0, max=1.0)
     character_threshold: float = opt(0.85, "WD14: threshold for character tags", group="tagging",
                                      min=0.0, max=1.0)
+    character_tags: bool = opt(True, "WD14: write character tags (those scored at least the character "
+                                     "threshold)", group="tagging")
+    rating_tag: bool = opt(False, "WD14: write the likeliest rating (general, sensitive, questionable, "
+                                  "explicit) first, as kohya's --use_rating_tags", group="tagging")
     max_tags: int = opt(0, "Keep at most this many tags per image, best first (0 = no limit)",
                         group="tagging", min=0, max=500)
     exclude: str = opt("", "Comma-separated tags never written", group="tagging")

@@ -40,15 +40,21 @@ def _toy(cfg=None) -> Tagger:
     return ToyTagger()
 
 
-def _wd14(cfg=None) -> Tagger:
-    from .wd14 import WD14Tagger
+def _wd14_factory(model_id: str = "") -> TaggerFactory:
+    def make(cfg=None) -> Tagger:
+        from .wd14 import WD14Tagger
 
-    return WD14Tagger(getattr(cfg, "model_dir", "") or "",
-                      character_threshold=getattr(cfg, "character_threshold", 0.85))
+        return WD14Tagger("" if model_id else (getattr(cfg, "model_dir", "") or ""),
+                          character_threshold=getattr(cfg, "character_threshold", 0.85), model_id=model_id,
+                          character_tags=getattr(cfg, "character_tags", True),
+                          rating_tag=getattr(cfg, "rating_tag", False))
+    return make
 
 
 register_tagger("toy", _toy)
-register_tagger("wd14", _wd14)
+register_tagger("wd14", _wd14_factory())  # the folder in TagConfig.model_dir, else the default v3 model's
+for _id in ("wd-vit-tagger-v3", "wd-swinv2-tagger-v3", "wd-eva02-large-tagger-v3"):  # the store's folders
+    register_tagger(_id, _wd14_factory(_id))
 
 
 def make_tagger(name: str, cfg=None) -> Optional[Tagger]:

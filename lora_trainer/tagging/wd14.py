@@ -6,8 +6,11 @@ order of ``selected_tags.csv`` (columns ``tag_id,name,category,count``). Categor
 (general, sensitive, …): never written as tags. Category 4 rows are characters, which need a higher
 threshold before a caption names one.
 
-Nothing is downloaded: the model folder is configured (``TagConfig.model_dir``), and a missing file is
-named by ``available()`` before anything loads.
+Nothing is downloaded here: the model folder is configured (``TagConfig.model_dir``) or is the model
+store's folder of a named v3 model (``wd-vit-tagger-v3``…, fetched by ``models download``), and a missing
+file is named by ``available()`` — with its URL and the download command — before anything loads.
+Like kohya's captioner: thresholds per category (general, character), character tags optional, and the
+rating (the best of the category-9 rows) written first only when asked.
 """
 
 from __future__ import annotations
@@ -32,13 +35,21 @@ HOST_MODEL_DIRS: list[Path] = []
 """Folders a host prefers for the model (the WebUI: ``<models>/wd14``), in order, before our cache folder."""
 
 
+DEFAULT_MODEL = "wd-vit-tagger-v3"
+"""The model store's tagger that ``wd14`` means when no folder holds a model of the user's own."""
+
+
 def default_model_dir() -> Path:
-    """The first of the host's folders and ``$LORA_TRAINER_CACHE/models/wd14`` (default
-    ``~/.cache/lora_trainer/models/wd14``) that holds the model, else the first of them (where to put it)."""
-    env = os.environ.get("LORA_TRAINER_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "lora_trainer"
-    candidates = [*HOST_MODEL_DIRS, base / "models" / "wd14"]
-    return next((d for d in candidates if (d / MODEL_FILE).is_file()), candidates[0])
+    """For the tagger ``wd14``: the first of the host's folders and ``$LORA_TRAINER_CACHE/models/wd14``
+    (default ``~/.cache/lora_trainer/models/wd14``) that holds a model placed there by hand, else the
+    store's folder of ``DEFAULT_MODEL`` (where ``models download`` puts it, downloaded or not)."""
+    from .. import model_store
+
+    candidates = [*HOST_MODEL_DIRS, model_store.cache_root() / "models" / "wd14"]
+    hand = next((d for d in candidates if (d / MODEL_FILE).is_file()), None)
+    if hand is not None:
+        return hand
+    return model_store.find(DEFAULT_MODEL) or model_store.target_dir(model_store.get_spec(DEFAULT_MODEL))
 
 
 def read_labels(path: Path) -> tuple[list[str], list[str]]:
@@ -69,9 +80,24 @@ class WD14Tagger:
 
     name = "wd14"
 
-    def __init__(self, model_dir: str | os.PathLike = "", character_threshold: float = 0.85, threads: int = 0):
-        self.model_dir = Path(model_dir) if str(model_dir) else default_model_dir()
+    def __init__(self, model_dir: str | os.PathLike = "", character_threshold: float = 0.85, threads: int = 0,
+                 model_id: str = "", character_tags: bool = True, rating_tag: bool = False):
+        """``model_id``: a store model (``wd-vit-tagger-v3``…) whose folder is used when ``model_dir`` is
+        empty; it also names the download in the "missing" message."""
+        if model_id:
+            self.name = model_id
+        if str(model_dir):
+            self.model_dir = Path(model_dir)
+        elif model_id:
+            from .. import model_store
+
+            self.model_dir = model_store.find(model_id) or model_store.target_dir(model_store.get_spec(model_id))
+        else:
+            self.model_dir = default_model_dir()
+        self.model_id = model_id or (DEFAULT_MODEL if self.model_dir.name == DEFAULT_MODEL else "")
         self.character_threshold = character_threshold
+        self.character_tags = character_tags
+        self.rating_tag = rating_tag
         self.threads = threads
         self._session = None
         self._labels: Optional[tuple[list[str], list[str]]] = None
@@ -79,6 +105,11 @@ class WD14Tagger:
 
     def available(self) -> tuple[bool, str]:
         missing = [f for f in (MODEL_FILE, TAGS_FILE) if not (self.model_dir / f).is_file()]
+        if missing and self.model_id:
+            from .. import model_store
+
+            return False, (f"{', '.join(missing)} not found in {self.model_dir}: "
+                           f"{model_store.missing_text(self.model_id)}")
         if missing:
             return False, (f"{', '.join(missing)} not found in {self.model_dir}: put a WD14 model's "
                            f"{MODEL_FILE} and {TAGS_FILE} there (or set the model folder)")
@@ -133,11 +164,17 @@ class WD14Tagger:
         probs = self.probabilities(images)
         names, cats = self._labels
         cats_arr = np.asarray(cats)
-        limit = np.where(cats_arr == CHARACTER, self.character_threshold, threshold)
-        limit = np.where(cats_arr == RATING, np.inf, limit)
+        limit = np.where(cats_arr == CHARACTER, self.character_threshold if self.character_tags else np.inf,
+                         threshold)
+        limit = np.where(cats_arr == RATING, np.inf, limit)  # ratings are a line of their own, below
+        ratings = np.flatnonzero(cats_arr == RATING)
         out = []
         for p in probs:
             idx = np.flatnonzero(p >= limit)
             idx = idx[np.argsort(-p[idx], kind="stable")]
-            out.append(TagResult([(names[i], float(p[i])) for i in idx]))
+            tags = [(names[i], float(p[i])) for i in idx]
+            if self.rating_tag and len(ratings):  # kohya's --use_rating_tags: the likeliest rating, first
+                best = ratings[int(np.argmax(p[ratings]))]
+                tags.insert(0, (names[best], float(p[best])))
+            out.append(TagResult(tags))
         return out
