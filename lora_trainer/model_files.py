@@ -54,6 +54,8 @@ class SafetensorsHeader:
 
 
 def _mb(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
 
 
@@ -158,7 +160,7 @@ def _tensor_problem(t) -> str:
 def detect_family(keys: dict, shown: str = "this file") -> str:
     """``sd1`` / ``sd2`` from an original-format checkpoint's key names and shapes (``keys``: name -> shape)."""
     if SDXL_KEY in keys or any(k.startswith("conditioner.") for k in keys):
-        raise UserError("SDXL checkpoints are not supported yet", "use an SD1.x or SD2.x checkpoint")
+        raise UserError(f"{shown}: SDXL checkpoints are not supported yet", "use an SD1.x or SD2.x checkpoint")
     if TE_SD2_KEY in keys or (UNET_ATTN2_K in keys and tuple(keys[UNET_ATTN2_K])[-1] == 1024):
         return "sd2"
     if TE_SD1_KEY in keys or UNET_ATTN2_K in keys:
@@ -177,7 +179,7 @@ def is_lora(keys) -> bool:
 def refuse_pickle(path: PathLike, flag: str = "--base-model") -> None:
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise UserError(f"{flag} {path.name} is a pickle checkpoint, which LoRA Trainer does not load", CONVERT_HINT)
+        raise UserError(f"{flag} {path} is a pickle checkpoint, which LoRA Trainer does not load", CONVERT_HINT)
 
 
 def check_base_model(path: PathLike, flag: str = "--base-model") -> str:

@@ -77,6 +77,9 @@ def files(tmp_path_factory) -> dict:
     (f["folder_partial"] / "model_index.json").write_text("{}", encoding="utf-8")
     (f["data"] / "1_x").mkdir(parents=True)
     (f["tags"]).mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(f["tags"] / "a.png")  # the tag commands see one captioned image
     (f["tags"] / "a.txt").write_text("x, y", encoding="utf-8")
     return f
 
@@ -90,11 +93,11 @@ CASES = [
     (PROC, ["train", "--base-model", "{sd1_trunc}"], "sd15_trunc.safetensors is truncated"),
     (PROC, ["train", "--base-model", "{fake}"], "fake.safetensors is not a .safetensors file"),
     (PROC, ["train", "--base-model", "{text}"], "text.safetensors is not a .safetensors file"),
-    (PROC, ["train", "--base-model", "{ckpt}"], "model.ckpt is a pickle checkpoint"),
+    (PROC, ["train", "--base-model", "{ckpt}"], "--base-model {ckpt} is a pickle checkpoint"),
     ("main", ["train", "--base-model", "{html}"], "download.safetensors is a web page"),
     ("main", ["train", "--base-model", "{empty}"], "empty.safetensors is empty (0 bytes)"),
     ("main", ["train", "--base-model", "{lora}"], "good_lora.safetensors is a LoRA, not a base model"),
-    ("main", ["train", "--base-model", "{sdxl}"], "SDXL checkpoints are not supported"),
+    ("main", ["train", "--base-model", "{sdxl}"], "sdxl.safetensors: SDXL checkpoints are not supported"),
     ("main", ["train", "--base-model", "{other}"], "vae_only.safetensors is not a Stable Diffusion 1.x/2.x"),
     ("main", ["train", "--base-model", "{nofolder}"], "not_a_model is not a diffusers model folder"),
     ("main", ["train", "--base-model", "{folder_partial}"], "partial_diffusers is incomplete"),
@@ -135,7 +138,7 @@ CASES = [
     ("main", ["tag", "--input", "{missing}", "--tagger", "toy"], "missing.safetensors"),
     # --- tags ---
     ("main", ["tags", "freq", "--input", "{missing}"], "missing.safetensors"),
-    ("main", ["tags", "freq", "--filter", "AND", "--input", "{tags}"], "error:"),
+    ("main", ["tags", "freq", "--filter", "AND", "--input", "{tags}"], "AND"),
     ("main", ["tags", "add", "--input", "{tags}"], "--tags"),
     ("main", ["tags", "nosuch", "--input", "{tags}"], "invalid choice"),
     # --- demo ---
