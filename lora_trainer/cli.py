@@ -328,7 +328,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     _register_all()
     p = _Parser(prog="python -m lora_trainer",
-                                description="LoRA Trainer: a folder of photos to a working LoRA.")
+                description="LoRA Trainer: a folder of photos to a working LoRA.")
     p.add_argument("--version", action="version", version=f"LoRA Trainer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_args, _run) in COMMANDS.items():

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from .errors import UserError
 
@@ -208,8 +208,9 @@ def check_diffusers_folder(path: Path, flag: str = "--base-model") -> None:
     except (UnicodeDecodeError, ValueError):
         raise UserError(f"{shown}: model_index.json is not valid JSON", "copy the model folder again") from None
     for part, files in DIFFUSERS_PARTS.items():
+        fast_tokenizer = part == "tokenizer" and (path / part / "tokenizer.json").is_file()
         for f in files:
-            if not (path / part / f).is_file() and not (part == "tokenizer" and (path / part / "tokenizer.json").is_file()):
+            if not (path / part / f).is_file() and not fast_tokenizer:
                 raise UserError(f"{shown} is incomplete: {part}/{f} is missing", "copy the model folder again")
     for part in WEIGHT_PARTS:
         weights = sorted((path / part).glob("*.safetensors"))
@@ -237,10 +238,9 @@ def check_lora(path: PathLike, flag: str = "--lora") -> SafetensorsHeader:
     return info
 
 
-def check_model_args(args, base_model: Optional[str] = None) -> None:
+def check_model_args(args) -> None:
     """The CLI's gate: the files ``--base-model`` and ``--lora`` name, checked before any command loads a model."""
-    bm = base_model or getattr(args, "base_model", None)
-    if bm:
-        check_base_model(bm)
+    if getattr(args, "base_model", None):
+        check_base_model(args.base_model)
     if getattr(args, "lora", None):
         check_lora(args.lora)

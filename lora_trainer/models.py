@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 
 
-
 def cache_dir() -> Path:
     from .toy.tokenizer import default_cache_dir
 
@@ -35,7 +34,6 @@ def load_backend(base_model: Optional[str], device: torch.device):
         from .training.diffusers_backend import DiffusersBackend, require_diffusers
 
         check_base_model(base_model)  # a bad file is named at once, before the diffusers check and any loading
-
         require_diffusers()
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         return DiffusersBackend.load(Path(base_model), device=device, dtype=dtype), None

@@ -315,14 +315,15 @@ class Service:
     def train(self, name: str, overrides: Optional[dict] = None, resume_job: Optional[str] = None) -> str:
         p = self.project(name)
         if resume_job:
+            self._check_models()
             saved = self.runner.get(resume_job)
             if saved is None or saved["kind"] != "train":
                 raise UserError(f"no training job {resume_job!r}", "list the jobs and pick a train job")
             cfg = from_dict(TrainConfig, saved["config"]["train"])
         else:
             cfg = self.train_config(name, overrides)
+            self._check_models()
             self.save_train_config(name, cfg)
-        self._check_models()
         data = p.dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
 
         def job(ctx: JobContext) -> dict:

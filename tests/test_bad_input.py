@@ -66,7 +66,10 @@ def files(tmp_path_factory) -> dict:
         "folder_partial": d / "partial_diffusers",
         "data": d / "data",
         "tags": d / "tags",
+        "nophotos": d / "nophotos",
     }
+    f["nophotos"].mkdir()
+    (f["nophotos"] / "IMG_1.jpg").write_text("not a jpeg", encoding="utf-8")
     f["ckpt"].write_bytes(b"\x80\x02}q\x00.")
     f["fake"].write_bytes(os.urandom(4096))
     f["html"].write_text("<!DOCTYPE html><html><body>Please log in</body></html>", encoding="utf-8")
@@ -132,6 +135,8 @@ CASES = [
      "fill: 'purple' is not a colour"),
     ("main", ["prepare", "--input", "{tags}", "--output-dir", "{tmp}/p", "--crop", "zoom"], "invalid choice"),
     ("main", ["prepare", "--output-dir", "{tmp}/p"], "--input"),
+    # none of the photos usable: the per-file report lines come first (they are the answer), then one error
+    ("report", ["prepare", "--input", "{nophotos}", "--output-dir", "{tmp}/p"], "no image could be processed"),
     # --- tag ---
     ("main", ["tag", "--input", "{tags}", "--tagger", "nosuch"], "nosuch"),
     ("main", ["tag", "--input", "{tags}", "--tagger", "wd14", "--model-dir", "{nofolder}"], "not_a_model"),
@@ -184,6 +189,9 @@ def test_bad_input_exits_2_with_one_line(mode, args, fragment, files, tmp_path, 
         err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2, err
+    if mode == "report":
+        assert lines[:-1] and all(x.startswith(("skipped: ", "failed: ")) for x in lines[:-1]), err
+        lines = lines[-1:]
     assert len(lines) == 1, err
     assert "Traceback" not in err and fragment in lines[0], err
     assert lines[0].startswith("error:")
