@@ -319,10 +319,18 @@ def _register_all() -> None:
 
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as the project's one line on stderr (exit 2), not usage text plus a line.
+    Subcommand parsers inherit the class (argparse builds them with ``type(parent)``)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} — see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     _register_all()
-    p = argparse.ArgumentParser(prog="python -m lora_trainer",
-                                description="LoRA Trainer: a folder of photos to a working LoRA.")
+    p = _Parser(prog="python -m lora_trainer",
+                description="LoRA Trainer: a folder of photos to a working LoRA.")
     p.add_argument("--version", action="version", version=f"LoRA Trainer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_args, _run) in COMMANDS.items():
@@ -340,6 +348,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log_file = Path(os.environ.get("LORA_TRAINER_LOG") or Path(tempfile.gettempdir()) / "lora_trainer.log")
     _setup_logging(log_file)
     try:
+        from .model_files import check_model_args
+
+        check_model_args(args)  # --base-model / --lora files: a bad one is named before any model loads
         return COMMANDS[args.command][2](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -81,17 +81,22 @@ class DiffusersGenerator:
         return self._pipe
 
     def network_for(self, lora_path: str | Path, weight: float):
+        from .errors import UserError
+        from .model_files import check_lora
         from .training.network import LoRANetwork
         from .training.saving import read_lora
 
+        check_lora(lora_path, "LoRA")  # a missing, truncated or non-LoRA file: one line naming it, not a traceback
         tensors, _ = read_lora(lora_path)
         prefixes = {k.split(".", 1)[0] for k in tensors}
+        other = sorted(p for p in prefixes if f"{p}.lora_down.weight" not in tensors)
+        if other:
+            raise UserError(f"LoRA {lora_path}: {other[0]} is not a LoRA/LoCon module (LoHa, LoKr, …?)",
+                            "LoRA Trainer's test step draws with LoRA and LoCon files; use the WebUI for the others")
         be = self.backend
         targets = {**be.lora_targets("unet", conv=True), **be.lora_targets("te")}
         missing = prefixes - set(targets)
         if missing:
-            from .errors import UserError
-
             raise UserError(f"{Path(lora_path).name}: {len(missing)} LoRA modules do not exist in this model "
                             f"(e.g. {sorted(missing)[0]})", "use the base model the LoRA was trained on")
         ranks = {p: tensors[f"{p}.lora_down.weight"].shape[0] for p in prefixes}

@@ -11,8 +11,6 @@ from typing import Optional
 
 import torch
 
-from .errors import UserError
-
 
 def cache_dir() -> Path:
     from .toy.tokenizer import default_cache_dir
@@ -32,8 +30,10 @@ def load_backend(base_model: Optional[str], device: torch.device):
     from .config import TOY_PRESET
 
     if base_model:
+        from .model_files import check_base_model
         from .training.diffusers_backend import DiffusersBackend, require_diffusers
 
+        check_base_model(base_model)  # a bad file is named at once, before the diffusers check and any loading
         require_diffusers()
         from .model_store import resolve_base_model, tqdm_progress  # a hub id or URL: from the cache
 
@@ -70,9 +70,6 @@ def default_dataset() -> Path:
 
 
 def refuse_ckpt(path: Path) -> None:
-    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-        raise UserError(
-            f"{path.name} is a pickle checkpoint, which LoRA Trainer does not load",
-            "convert it to .safetensors first (e.g. in a trusted environment with torch>=2.6: "
-            "torch.load(path, weights_only=True) then safetensors.torch.save_file); "
-            "weights_only is not safe on torch < 2.6 (CVE-2025-32434)")
+    from .model_files import refuse_pickle
+
+    refuse_pickle(path)

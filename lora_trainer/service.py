@@ -93,6 +93,13 @@ class StandaloneModels:
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return None
 
+    def check(self) -> None:
+        """The base model's file or folder, checked without loading it (a UserError naming it)."""
+        if self.base_model:
+            from .model_files import check_base_model
+
+            check_base_model(self.base_model)
+
 
 class Service:
     """Projects under ``workspace`` and the jobs that work on them."""
@@ -282,6 +289,7 @@ class Service:
         from .training.plateau import PlateauRule
 
         cfg = self.train_config(name, overrides)
+        self._check_models()
         data = self.project(name).dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
         probe = dict(probe or {})
         optimizer = probe.pop("optimizer", None) or "DAdaptAdam"
@@ -312,12 +320,14 @@ class Service:
     def train(self, name: str, overrides: Optional[dict] = None, resume_job: Optional[str] = None) -> str:
         p = self.project(name)
         if resume_job:
+            self._check_models()
             saved = self.runner.get(resume_job)
             if saved is None or saved["kind"] != "train":
                 raise UserError(f"no training job {resume_job!r}", "list the jobs and pick a train job")
             cfg = from_dict(TrainConfig, saved["config"]["train"])
         else:
             cfg = self.train_config(name, overrides)
+            self._check_models()
             self.save_train_config(name, cfg)
         data = p.dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
 
@@ -355,6 +365,10 @@ class Service:
             lora_path = (p.output / lora).resolve()
             if lora_path.parent != p.output.resolve() or not lora_path.is_file():
                 raise UserError(f"no LoRA file {lora!r} in the project", "list the outputs first")
+            from .model_files import check_lora
+
+            check_lora(lora_path, "LoRA")
+        self._check_models()
         preset = self.models.preset() or {}
         size = size or int(preset.get("resolution", 512))
 
@@ -405,6 +419,13 @@ class Service:
 
         return self.runner.submit("download", job, config={"model": model_id},
                                   parent=self.workspace / ".models" / "jobs", locked=False)
+
+    def _check_models(self) -> None:
+        """A bad base-model file is refused before a job is queued (the API answers 400 naming it), not as a
+        job that fails after loading; providers without files to check (the host's) have no ``check``."""
+        check = getattr(self.models, "check", None)
+        if check is not None:
+            check()
 
     def samplers(self) -> list[str]:
         """The Test step's sampler names (the WebUI's in the WebUI, diffusers schedulers standalone); the

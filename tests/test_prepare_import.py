@@ -18,8 +18,8 @@ from lora_trainer.prepare.pipeline import prepare_folder
 from prepare_fixtures import (BAD_EXPECTED, GOOD_EXPECTED, HAS_AVIF, HAS_HEIF, avif_image, bad_corpus, heic_photo,
                               jpeg_bytes, photo, snapshot)
 
-# the corpus holds a 169 MP header on purpose; Pillow warns before our own guard refuses it
-pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+# the corpus holds a 169 MP header on purpose: our guard refuses it and Pillow's warning never shows
+pytestmark = pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 
 
 @pytest.fixture(scope="module")

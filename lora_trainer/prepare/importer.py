@@ -11,11 +11,15 @@ photo decodes at 1/4 or 1/8 size several times faster.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+import re
 import shutil
 import stat
+import threading
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -74,6 +78,80 @@ class BadImage(Exception):
     """A file that cannot be used; ``str(exc)`` is the reason shown in the report."""
 
 
+# ------------------------------------------------------------------------ the decompression-bomb limit
+# Pillow has its own guard: a module-wide MAX_IMAGE_PIXELS (89.5 MP), a DecompressionBombWarning above it
+# and an error above twice it (179 MP). Left alone, it overrides the user's max_megapixels (a 200 MP scan is
+# refused whatever the setting), its messages quote its numbers, and its warning lines leak onto stderr.
+# So while our decoding runs, Pillow's limit IS the user's setting, and the one warning it can then give
+# (for an image we refuse anyway, with our own line) is filtered by its exact text. The value is shared
+# by threads and by the host WebUI: it is set when the first of our decodes starts and put back when the
+# last one ends, under a lock, and the filter goes with it, so nothing is left changed for the host.
+_LIMIT_LOCK = threading.Lock()
+_ACTIVE: list = []        # the limits of the decodes running now (threads; perhaps different settings)
+_SAVED: dict = {}         # Pillow's own value, and our warning filter while installed
+_PILLOW_TEXT = re.compile(r"\((\d+) pixels\)")
+
+
+def _apply_limit() -> None:
+    limit = max(_ACTIVE)
+    Image.MAX_IMAGE_PIXELS = limit
+    _drop_filter()
+    warnings.filterwarnings("ignore", message=rf"Image size \(\d+ pixels\) exceeds limit of {limit} pixels",
+                            category=Image.DecompressionBombWarning)
+    _SAVED["filter"] = warnings.filters[0]
+
+
+def _drop_filter() -> None:
+    item = _SAVED.pop("filter", None)
+    if item is not None:
+        try:
+            warnings.filters.remove(item)
+        except ValueError:  # someone's catch_warnings() swapped the list meanwhile: ours went with it
+            pass
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: float):
+    """Pillow's decompression-bomb limit set to ``max_pixels`` (the user's max_megapixels) for the
+    duration; reentrant and thread-safe; Pillow's value is restored when the last user leaves."""
+    limit = max(1, int(max_pixels))
+    with _LIMIT_LOCK:
+        if not _ACTIVE:
+            _SAVED["pixels"] = Image.MAX_IMAGE_PIXELS
+        _ACTIVE.append(limit)
+        if Image.MAX_IMAGE_PIXELS != max(_ACTIVE) or "filter" not in _SAVED:
+            _apply_limit()
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _ACTIVE.remove(limit)
+            if _ACTIVE:
+                if Image.MAX_IMAGE_PIXELS != max(_ACTIVE):
+                    _apply_limit()
+            else:
+                _drop_filter()
+                Image.MAX_IMAGE_PIXELS = _SAVED.pop("pixels")
+
+
+def _mp(pixels: float) -> str:
+    return f"{pixels / 1e6:.1f}" if pixels < 1e7 else f"{pixels / 1e6:.0f}"
+
+
+def too_many_pixels(pixels: float, max_pixels: float, size: str = "") -> str:
+    """The report line for an image over the limit, in the user's terms (their setting, the option)."""
+    return (f"too many pixels: {size + ' = ' if size else ''}{_mp(pixels)} MP is over the {max_pixels / 1e6:g} MP "
+            f"limit (decompression-bomb guard): if the photo is real, raise --max-megapixels (max_megapixels)")
+
+
+def _bomb_reason(exc: BaseException, max_pixels: float) -> str:
+    m = _PILLOW_TEXT.search(str(exc))
+    return too_many_pixels(float(m.group(1)) if m else 2 * max_pixels, max_pixels)
+
+
 def display_name(name: str) -> str:
     """A printable, UTF-8-encodable version of a file name (bytes that are not UTF-8 become U+FFFD).
 
@@ -123,15 +201,14 @@ def header(path: Path, max_pixels: float) -> tuple[int, int, str]:
         raise BadImage("empty file (0 bytes)")
     extra_decoders()
     try:
-        with Image.open(path) as im:
+        with pixel_limit(max_pixels), Image.open(path) as im:
             w, h, fmt = im.size[0], im.size[1], im.format or ""
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb refused: {exc}") from None
+        raise BadImage(_bomb_reason(exc, max_pixels)) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad headers
         raise BadImage(_reason(exc, path)) from None
     if w * h > max_pixels:
-        raise BadImage(f"too many pixels: {w}x{h} = {w * h / 1e6:.0f} MP is over the {max_pixels / 1e6:.0f} MP "
-                       f"limit (decompression-bomb guard; raise max_megapixels if the photo is real)")
+        raise BadImage(too_many_pixels(w * h, max_pixels, f"{w}x{h}"))
     return w, h, fmt
 
 
@@ -157,11 +234,18 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
     ``min_short``: the decoded short side may be reduced down to this (JPEG draft mode); 0 = full size.
     A callable gets the stored (width, height) and returns it.
     """
+    with pixel_limit(max_pixels):
+        return _decode(path, max_pixels, min_short)
+
+
+def _decode(path: Path, max_pixels: float, min_short) -> Decoded:
     w_h = header(path, max_pixels)
     if callable(min_short):
         min_short = min_short(w_h[0], w_h[1])
     try:
         im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise BadImage(_bomb_reason(exc, max_pixels)) from None
     except Exception as exc:  # noqa: BLE001
         raise BadImage(_reason(exc, path)) from None
     notes: list[str] = []
@@ -189,7 +273,7 @@ def decode(path: Path, max_pixels: float, min_short: Union[int, Callable[[int, i
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb refused: {exc}") from None
+        raise BadImage(_bomb_reason(exc, max_pixels)) from None
     except Exception as exc:  # noqa: BLE001 - truncated data, broken streams, bad CRCs…
         raise BadImage(_reason(exc)) from None
     size = (w0, h0) if orientation not in (5, 6, 7, 8) else (h0, w0)

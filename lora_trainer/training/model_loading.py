@@ -17,10 +17,8 @@ import torch
 
 from ..errors import UserError
 
-TE_SD1_KEY = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
-TE_SD2_KEY = "cond_stage_model.model.positional_embedding"
-UNET_ATTN2_K = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-SDXL_KEY = "conditioner.embedders.1.model.ln_final.weight"
+# The family is read from the keys by the pure checker, which every face runs before loading.
+from ..model_files import SDXL_KEY, TE_SD1_KEY, TE_SD2_KEY, UNET_ATTN2_K, check_base_model, detect_family  # noqa: F401
 
 _SCHED = {"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
           "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
@@ -56,18 +54,6 @@ CONFIGS = {
         "pad_token": "!",
     },
 }
-
-
-def detect_family(keys: dict) -> str:
-    """``sd1`` / ``sd2`` from an original-format checkpoint's key names and shapes (``keys``: name -> shape)."""
-    if SDXL_KEY in keys or any(k.startswith("conditioner.") for k in keys):
-        raise UserError("SDXL checkpoints are not supported yet", "use an SD1.x or SD2.x checkpoint")
-    if TE_SD2_KEY in keys or (UNET_ATTN2_K in keys and tuple(keys[UNET_ATTN2_K])[-1] == 1024):
-        return "sd2"
-    if TE_SD1_KEY in keys or UNET_ATTN2_K in keys:
-        return "sd1"
-    raise UserError("this file is not a Stable Diffusion 1.x/2.x checkpoint (no UNet/text-encoder keys found)",
-                    "give --base-model a full SD checkpoint or a diffusers folder")
 
 
 def write_config_folder(folder: Path, family: str, prediction_type: str) -> Path:
@@ -112,28 +98,13 @@ def is_v_prediction(unet, cross_dim: int) -> bool:
     return float((out - x).mean()) < -1
 
 
-def _header_shapes(path: Path) -> dict:
-    n = int.from_bytes(path.open("rb").read(8), "little")
-    with path.open("rb") as fh:
-        fh.seek(8)
-        header = json.loads(fh.read(n))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-
-
 def load_components(path: Path, prediction: str = "auto", config_dir: Optional[Path] = None) -> dict:
     """unet, vae, text_encoder, tokenizer, family, prediction_type, alphas_cumprod, name."""
-    from ..models import refuse_ckpt
-
-    refuse_ckpt(path)
-    if not path.exists():
-        raise UserError(f"model not found: {path}", "give --base-model a diffusers folder or a .safetensors file")
-    if path.is_dir():
+    family = check_base_model(path)  # a missing, truncated, fake or pickle file: one line, nothing loaded
+    if family == "diffusers":
         return _load_folder(path, prediction)
-    if path.suffix.lower() != ".safetensors":
-        raise UserError(f"{path.name}: unknown model format", "use a .safetensors checkpoint or a diffusers folder")
     from diffusers import StableDiffusionPipeline
 
-    family = detect_family(_header_shapes(path))
     pred = "epsilon" if prediction in ("auto", "epsilon") else "v_prediction"
     if config_dir is None:
         from ..models import cache_dir
