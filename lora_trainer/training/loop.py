@@ -126,8 +126,11 @@ def nan_advice(loss: float, step: int, amp_dtype: Optional[torch.dtype], model: 
     if step <= 1:
         hint = (f"{what} itself gives a non-finite output on these images before any LoRA update, so the "
                 f"learning rate is not the cause: check the checkpoint and its VAE (load it in txt2img)")
-        hint += ("; fp16 can overflow in this model: try bf16 or fp32 (mixed_precision)" if amp_dtype == torch.float16
-                 else "; it is already without fp16, so the weights themselves are suspect")
+        if amp_dtype == torch.float16:
+            hint += "; fp16 can overflow in this model: try bf16 or fp32 (mixed_precision)"
+        else:
+            hint += f"; the run is in {'bf16' if amp_dtype == torch.bfloat16 else 'fp32'}, which does not overflow: " \
+                    "the weights themselves are suspect"
         return f"the loss was {loss} at the first step, before any training: {what} gives NaN ({stopped})", hint
     hint = "lower the learning rate (try half)"
     if amp_dtype == torch.float16:
