@@ -7,8 +7,8 @@ seconds have passed, and only the steady state counts (``steady_seconds``): the 
 for kernel selection, allocator growth and lazy initialisation and can be many times slower than the rest
 (a toy run forecast from its first steps at ~38 s, 1.42 s/step, took 5.6 s). The bench's ``forecast`` row
 puts the forecast beside the run it forecasts. Peak memory is what that warm-up used: on CUDA
-``max_memory_allocated`` (plus the latent cache of every image and a headroom for the allocator), on CPU the rise of the process's peak
-resident memory (Linux ``VmHWM``, reset first). ``fits`` compares the extra memory the run needs with
+``max_memory_allocated`` (plus the latent cache of every image and a headroom for the allocator), on CPU
+the rise of the process's peak resident memory (Linux ``VmHWM``, reset first). ``fits`` compares the extra memory the run needs with
 what the device has free, and ``warning`` says what to change when it does not fit.
 
 The base model is left exactly as it was: the warm-up runs inside ``frozen`` and ``network.applied``.
@@ -239,8 +239,8 @@ def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional
     of those times (``steady_seconds``) gives ``seconds_per_step``. Returns ``{"steps", "seconds_per_step",
     "minutes", "cache_seconds", "peak_mb", "extra_mb", "free_mb", "fits", "warning", "device",
     "timed_steps", "warmup_left_out", "first_step_seconds"}``. ``free_mb`` overrides the measured free memory
-    (for tests and for a host that knows better). ``peak_mb`` is the device's expected peak during the run (model included);
-    ``extra_mb`` the part the run adds on top of what is allocated now, which is what must fit in
+    (for tests and for a host that knows better). ``peak_mb`` is the device's expected peak during the run
+    (model included); ``extra_mb`` the part the run adds on top of what is allocated now, which is what must fit in
     ``free_mb``.
     """
     from . import data as D
