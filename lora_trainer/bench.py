@@ -15,6 +15,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
@@ -210,9 +211,46 @@ def _train_rows(model: str, device: torch.device, quick: bool) -> Iterator[dict]
            "peak_mb": bf["peak_mb"], "ratio_to_baseline": bf["s_per_step"] / base["s_per_step"]}
 
 
+def forecast_rows(model: str, device: torch.device, quick: bool) -> Iterator[dict]:
+    """The forecast against the run it forecasts: ``forecast_run`` on a config, then that run through
+    ``train()`` (data, caching, loop, saves), timed. ``error`` = forecast ÷ actual − 1; also the first timed
+    step against the steady one the forecast now uses (what the old first-steps forecast was off by)."""
+    import tempfile
+
+    from .config import TrainConfig
+    from .training import data as D
+    from .training.diffusers_backend import DiffusersBackend
+    from .training.forecast import forecast_run
+    from .training.loop import train
+    from .training.tiny import tiny_dataset
+
+    parts, shape = bench_model(model, device)
+    be = DiffusersBackend(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], device=device,
+                          dtype=next(parts["unet"].parameters()).dtype, name="bench")
+    size = shape["resolution"]
+    steps = (20 if quick else 60) if model == "tiny" or device.type == "cuda" else 4
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_dataset(Path(tmp) / "data", n=4, size=size, repeats=100, name="bench")
+        cfg = TrainConfig(**shape, batch_size=2, optimizer="AdamW", max_steps=steps, save_fractions=[],
+                          sample_every_n_steps=0)
+        scan = D.scan_dataset(Path(tmp) / "data", 1)
+        fc = forecast_run(be, scan, cfg)
+        sync(device)
+        t0 = time.perf_counter()
+        res = train(be, Path(tmp) / "data", cfg, Path(tmp) / "out")
+        sync(device)
+        actual = time.perf_counter() - t0
+    forecast_s = fc["minutes"] * 60
+    yield {"row": f"forecast {model} {size}px bs2 r{shape['rank']} {device.type}", "steps": res.steps,
+           "forecast_s": forecast_s, "actual_s": actual, "error": forecast_s / actual - 1,
+           "s_per_step": fc["seconds_per_step"], "first_step_s": fc["first_step_seconds"],
+           "timed_steps": fc["timed_steps"], "warmup_left_out": fc["warmup_left_out"]}
+
+
 ROW_PROVIDERS: dict[str, Callable[[argparse.Namespace], Iterable[dict]]] = {
     "train-tiny": lambda a: _train_rows("tiny", a.device, a.quick),
     "train-sd15": lambda a: _train_rows("sd15", a.device, a.quick),
+    "forecast": lambda a: forecast_rows(a.model, a.device, a.quick),
 }
 
 
@@ -251,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer timed steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--model", choices=BENCH_MODELS, default="tiny",
-                   help="optimizers: the model its rows train (sd15: random-initialised SD1.5, rank 128)")
+                   help="optimizers, forecast: the model their rows train (sd15: random-initialised SD1.5, rank 128)")
     p.add_argument("--sweep-json", metavar="FILE", help="lr-sweep: also write the sweep's full figures to FILE")
     args = p.parse_args(argv)
     args.device = torch.device(args.device)

@@ -284,8 +284,9 @@ class Service:
 
     def estimate(self, name: str, overrides: Optional[dict] = None, probe: Optional[dict] = None) -> str:
         """The LR probe as a job. ``probe``: ``optimizer`` (DAdaptAdam/Prodigy), ``max_steps``, ``window``,
-        ``epsilon`` of the plateau rule (the ``estimate`` command's --probe-*/--plateau-* flags)."""
-        from .training.estimate import PROBE_OPTIMIZERS
+        ``epsilon`` of the plateau rule, ``resolution`` (the probe's image size) and ``range_steps`` (the
+        estimate command's --probe-*/--plateau-*/--range-steps flags)."""
+        from .training.estimate import PROBE_OPTIMIZERS, RANGE_STEPS, probe_resolution, reference_lr
         from .training.plateau import PlateauRule
 
         cfg = self.train_config(name, overrides)
@@ -293,17 +294,24 @@ class Service:
         data = self.project(name).dataset  # the kohya root: its <repeats>_<name> folder gives the repeats
         probe = dict(probe or {})
         optimizer = probe.pop("optimizer", None) or "DAdaptAdam"
-        unknown = set(probe) - {"max_steps", "window", "epsilon"}
+        unknown = set(probe) - {"max_steps", "window", "epsilon", "resolution", "range_steps"}
         if unknown or optimizer not in PROBE_OPTIMIZERS:
             raise UserError(f"unknown probe setting {sorted(unknown)[0] if unknown else optimizer!r}",
-                            f"use optimizer ({', '.join(PROBE_OPTIMIZERS)}), max_steps, window, epsilon")
+                            f"use optimizer ({', '.join(PROBE_OPTIMIZERS)}), max_steps, window, epsilon, "
+                            f"resolution, range_steps")
         try:
             window = int(probe.get("window", PlateauRule.window))
             rule = PlateauRule(window=window, smooth=min(PlateauRule.smooth, window),
                                epsilon=float(probe.get("epsilon", PlateauRule.epsilon)),
                                max_steps=int(probe.get("max_steps", PlateauRule.max_steps)))
+            range_steps = int(probe.get("range_steps", RANGE_STEPS))
+            resolution = int(probe.get("resolution") or 0)
+            if range_steps < 0 or resolution < 0:
+                raise ValueError("range_steps and resolution must be 0 or more")
+            cfg = from_dict(TrainConfig, dataclasses.asdict(probe_resolution(cfg, resolution)))
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad probe settings: {exc}", "see estimate --help") from None
+        ref_lr, ref_source = reference_lr(self.models.preset())
 
         def job(ctx: JobContext) -> dict:
             from .training.estimate import estimate_lr
@@ -311,11 +319,13 @@ class Service:
 
             est = estimate_lr(self.models.backend(), data, cfg, ctx.job_dir, optimizer=optimizer, rule=rule,
                               callbacks=Callbacks(on_progress=ctx.progress, on_log=ctx.log),
-                              should_stop=ctx.should_stop)
+                              should_stop=ctx.should_stop, range_steps=range_steps, preset_lr=ref_lr,
+                              preset_source=ref_source)
             return est.as_dict() if hasattr(est, "as_dict") else dataclasses.asdict(est)
 
         return self._submit(name, "estimate", {"train": dataclasses.asdict(cfg), "probe_optimizer": optimizer,
-                                               "rule": dataclasses.asdict(rule)}, job)
+                                               "rule": dataclasses.asdict(rule), "range_steps": range_steps},
+                            job)
 
     def train(self, name: str, overrides: Optional[dict] = None, resume_job: Optional[str] = None) -> str:
         p = self.project(name)

@@ -117,7 +117,8 @@ def test_full_run_over_http(api, tmp_path):
     on_disk = (dataset / first).with_suffix(".txt").read_text(encoding="utf-8")
     assert on_disk == "zkw, red, circle, api test"
     # 6. estimate (probe capped at a few steps)
-    probe = {"probe_max_steps": 3, "plateau_window": 2} if "probe" in inspect.signature(service.estimate).parameters else {}
+    probe = {"probe_max_steps": 3, "plateau_window": 2, "range_steps": 4, "probe_resolution": 32} \
+        if "probe" in inspect.signature(service.estimate).parameters else {}
     small = {"batch_size": 1, "resolution": 32}  # a few CPU steps on small latents: seconds, not minutes
     r = client.post("/projects/amy/estimate", json={**small, **probe})
     assert r.status_code == 202, r.text
@@ -125,6 +126,7 @@ def test_full_run_over_http(api, tmp_path):
     assert st["status"] == "finished", st
     est = st["result"]
     assert est["unet_lr"] > 0 and est["steps"] <= 3 and est["proposed"]["unet_lr"] == est["unet_lr"]
+    assert est["limited_by"] in ("plateau", "range test") and est["unet_lr"] <= est["plateau_lr"] * 1.01
     # 7. train a few steps at the estimated lr's neighbourhood (fast and visible)
     r = client.post("/projects/amy/train", json={"max_steps": 2, "optimizer": "AdamW", "unet_lr": 1e-2,
                                                  "save_fractions": [0.5], **small})

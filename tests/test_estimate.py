@@ -51,7 +51,7 @@ def test_probe_on_both_backends_returns_value_curve_and_plot(make_backend, data_
     be = make_backend()
     snap = base_snapshot(be)
     logged, progress = [], []
-    est = estimate_lr(be, data_dir, _cfg(), tmp_path / "job", rule=RULE,
+    est = estimate_lr(be, data_dir, _cfg(), tmp_path / "job", rule=RULE, range_steps=10,
                       callbacks=Callbacks(on_log=logged.append, on_progress=progress.append))
     assert math.isfinite(est.d_lr) and est.d_lr > 0
     assert est.reason in ("plateau", "cap") and est.optimizer == "DAdaptAdam"
@@ -60,15 +60,23 @@ def test_probe_on_both_backends_returns_value_curve_and_plot(make_backend, data_
     assert verdict is not None and est.steps == verdict.step == len(logged) <= RULE.max_steps
     assert est.d_lr == pytest.approx(verdict.value)
     assert [r["step"] for r in logged] == list(range(1, est.steps + 1))
-    assert all(p.phase in ("estimate", "cache") for p in progress)
+    assert all(p.phase in ("estimate", "cache", "range test") for p in progress)
     assert est.curve[0]["d_lr"] == pytest.approx(1e-6)  # d0 × lr 1.0: the probe ran at lr 1.0
-    assert est.unet_lr == pytest.approx(est.d_lr, rel=5e-3)
+    # then the range test (its own progress phase, not in the probe's log) caps the plateau value
+    ramp = [r["lr"] for r in est.range_record]
+    assert 1 <= len(ramp) <= 10 and ramp[0] == pytest.approx(est.d_lr / 100) and ramp == sorted(ramp)
+    assert [p.step for p in progress if p.phase == "range test"] == list(range(1, len(ramp) + 1))
+    assert est.plateau_lr == est.d_lr
+    cap = est.bound["value"] if est.bound else math.inf
+    assert est.unet_lr == pytest.approx(min(est.d_lr, cap), rel=5e-3)
+    assert est.limited_by == ("range test" if cap < est.d_lr else "plateau")
     assert est.text_encoder_lr == pytest.approx(est.unet_lr * 0.1, rel=5e-3)
     assert est.proposed_config()["optimizer"] == "AdamW8bit"
     # Files: the plot and the curve in the job folder; no LoRA weights anywhere.
     assert est.plot == tmp_path / "job" / "lr-estimate.png" and est.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "job" / "lr-estimate.json").read_text())
     assert saved["d_lr"] == pytest.approx(est.d_lr) and len(saved["curve"]) == est.steps
+    assert len(saved["range_test"]) == len(ramp) and saved["limited_by"] == est.limited_by
     assert not list(tmp_path.rglob("*.safetensors"))
     assert_base_unchanged(be, snap)
 
@@ -83,13 +91,14 @@ def test_prodigy_probe_and_user_cancel(data_dir, tmp_path):
     from lora_trainer.training.loop import Callbacks
 
     short = PlateauRule(window=3, smooth=1, max_steps=5)
-    est = estimate_lr(tiny_backend(), data_dir, _cfg(), None, optimizer="Prodigy", rule=short)
+    est = estimate_lr(tiny_backend(), data_dir, _cfg(), None, optimizer="Prodigy", rule=short, range_steps=0)
     assert est.optimizer == "Prodigy" and est.d_lr > 0 and est.plot is None  # no job folder, no files
     assert est.curve[0]["d_lr"] == pytest.approx(1e-6) and est.steps <= 5
     seen = []
     est = estimate_lr(tiny_backend(), data_dir, _cfg(), None, rule=RULE, should_stop=lambda: len(seen) >= 3,
                       callbacks=Callbacks(on_log=seen.append))
     assert est.reason == "cancelled" and est.cancelled and est.steps == 3 and est.d_lr > 0
+    assert est.range_record == [] and est.limited_by == "plateau"  # a cancel skips the range test
 
 
 def test_probe_config_and_refusals():
@@ -129,7 +138,8 @@ def test_cli_estimate_json_is_the_last_line(data_dir, tmp_path, capsys):
 
     out = tmp_path / "out"
     code = cli.main(["estimate", "--data", str(data_dir), "--output-dir", str(out), "--json", "--device", "cpu",
-                     "--probe-max-steps", "8", "--plateau-window", "3", "--rank", "4", "--batch-size", "1"])
+                     "--probe-max-steps", "8", "--plateau-window", "3", "--rank", "4", "--batch-size", "1",
+                     "--range-steps", "4", "--probe-resolution", "32"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     last = json.loads(lines[-1])
@@ -140,7 +150,8 @@ def test_cli_estimate_json_is_the_last_line(data_dir, tmp_path, capsys):
     assert plot.name == "lr-estimate.png" and plot.parent.parent == out / "jobs" and plot.is_file()
     assert sorted(p.name for p in out.iterdir()) == ["jobs"]  # nothing else written to the user's output
     job = json.loads((plot.parent / "state.json").read_text())
-    assert job["kind"] == "estimate" and job["status"] == "finished"
+    assert job["kind"] == "estimate" and job["status"] == "finished" and job["config"]["resolution"] == 32
+    assert len(json.loads((plot.parent / "lr-estimate.json").read_text())["range_test"]) <= 4
     logged = [json.loads(x) for x in (plot.parent / "log.jsonl").read_text().splitlines()]
     assert len(logged) == last["steps"] and all(r["d_lr"] > 0 for r in logged)
 
@@ -187,3 +198,36 @@ def test_sweep_runs_end_to_end_on_the_tiny_model_with_the_stand_in_judge(tmp_pat
         assert all((tmp_path / f"lr-{lr:.3g}-seed{s}").is_dir() for s in (1, 2))
     assert fig["train_seeds"] == [1, 2]
     assert fig["best_lr"] in dict(fig["rates"]) and len(fig["extended"]) <= 1
+
+
+# --------------------------------------------------------------------------------------------- the toy
+
+def test_range_test_caps_the_toy_plateau_inside_the_sweeps_good_region(tmp_path_factory):
+    """On the embedded toy model and the demo's dataset, D-Adaptation's plateau (1.23e-2 with seed 42, README)
+    lies where the toy sweep finds the ring in 0-9 % of its seeds; the range test around it caps the proposal
+    inside ×2 of the sweep's best 4e-3 and below its 0 % region (1.6e-2). Before the range test the estimate
+    proposed the plateau itself."""
+    from conftest import HAS_DIFFUSERS
+
+    if not HAS_DIFFUSERS:
+        pytest.skip("needs diffusers (the toy model)")
+    from lora_trainer.config import toy_config
+    from lora_trainer.toy import demo
+    from lora_trainer.toy import model as M
+    from lora_trainer.training.data import scan_dataset
+    from lora_trainer.training.estimate import run_range_test
+    from lora_trainer.training.loop import Callbacks
+    from lora_trainer.training.stability import propose, stable_bound
+
+    if not M.available():
+        pytest.skip("toy model weights missing")
+    be = M.backend()
+    run = demo.prepare_dataset(demo.DemoRun(tmp_path_factory.mktemp("toy-est"), be, say=lambda m: None))
+    cfg = toy_config(name=demo.TRIGGER, trigger_word=demo.TRIGGER)
+    plateau = 1.23e-2
+    record = run_range_test(be, scan_dataset(run.dataset_root, cfg.repeats), cfg, plateau, 60, Callbacks(),
+                            lambda: False)
+    bound = stable_bound(record)
+    lr, by = propose(plateau, bound)
+    assert by == "range test", record
+    assert 2e-3 <= lr <= 8e-3 < 1.6e-2, (lr, bound)

@@ -119,3 +119,28 @@ def test_flip_aug_doubles_the_latent_cache_in_the_memory_forecast():
     one = _latent_cache_mb(tr(False), None, buckets)
     assert one == (4 * 8 * 8 * 4) * (1 + 2) / 2**20  # bytes of a 64² latent, times the buckets' area
     assert _latent_cache_mb(tr(True), None, buckets) == 2 * one
+
+
+# --------------------------------------------------------------------------------------------- steady state
+
+@pytest.mark.parametrize("times,sps,left_out", [
+    # the issue's case: the first steps of a process are many times the rest; the forecast uses the rest
+    ([1.42, 0.9, 0.3, 0.06, 0.055, 0.057, 0.056, 0.055, 0.058, 0.056], 0.0567, 3),
+    ([0.1] * 8, 0.1, 0),                                   # steady from the start: nothing left out
+    ([0.5, 0.1, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1], 0.1286, 1),  # a slow step later on still counts (a mean)
+    ([2.0, 1.0], 1.0, 1),                                  # two steps: the first is the warm-up
+    ([0.7], 0.7, 0),                                       # one step: all there is
+])
+def test_steady_seconds_leaves_out_the_slow_first_steps(times, sps, left_out):
+    from lora_trainer.training.forecast import steady_seconds
+
+    got, k = steady_seconds(times)
+    assert k == left_out and got == pytest.approx(sps, rel=2e-3)
+    assert got < sum(times) / len(times) or left_out == 0  # below the naive mean whenever a warm-up was seen
+
+
+def test_forecast_reports_what_it_timed(make_backend, data_dir):
+    from lora_trainer.training.forecast import forecast_run
+
+    fc = forecast_run(make_backend(), data_dir, _cfg(), warmup_steps=2, budget_s=0.0)
+    assert fc["timed_steps"] == 2 and 0 <= fc["warmup_left_out"] <= 1 and fc["first_step_seconds"] > 0

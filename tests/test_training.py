@@ -181,6 +181,35 @@ def test_nan_stops_the_run_and_nothing_non_finite_is_written(make_backend, data_
     assert_base_unchanged(be, snap)
 
 
+def test_nan_at_the_first_step_blames_the_model_not_the_lr(make_backend, data_dir, tmp_path):
+    """A model whose denoise gives NaN from the start (fp32 on CPU): the message names the model, and the
+    hint neither tells the user to lower the lr nor blames fp16 the run does not use."""
+    from lora_trainer.errors import NonFiniteLoss
+    from lora_trainer.training.loop import train
+
+    be = make_backend()
+    real = be.denoise
+    be.denoise = lambda x, t, c: real(x, t, c) * float("nan")
+    try:
+        with pytest.raises(NonFiniteLoss) as e:
+            train(be, data_dir, _cfg(epochs=5, sync_every=1), tmp_path)
+    finally:
+        del be.denoise
+    msg, hint = e.value.message, e.value.hint
+    assert "first step" in msg and be.name in msg and "gives NaN" in msg, msg
+    assert "lower the learning rate" not in hint and "fp16" not in hint, hint
+    assert "checkpoint" in hint and not list(tmp_path.glob("*.safetensors"))
+
+
+def test_nan_advice_after_the_first_step_names_the_lr_and_fp16_only_in_fp16():
+    from lora_trainer.training.loop import nan_advice
+
+    msg, hint = nan_advice(float("nan"), 7, None, "m")
+    assert "step 7" in msg and "lower the learning rate" in hint and "fp16" not in hint
+    assert "fp16" in nan_advice(float("nan"), 7, torch.float16)[1]
+    assert "fp16" in nan_advice(float("inf"), 1, torch.float16, "m")[1]  # step 1 in fp16: the overflow is named
+
+
 def test_min_snr_weights_and_v_target():
     from lora_trainer.training.loop import snr_weights, v_target
 

@@ -236,7 +236,7 @@ def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
     # 5 · Estimate: cancel once the probe has taken two steps; the proposal is still made and can be used
     cancel = handler(tab, steps["estimate"]["cancel"])
     out = None
-    for out in handler(tab, steps["estimate"]["run"])("bo", *train_values(svc, "bo")):
+    for out in handler(tab, steps["estimate"]["run"])("bo", 64, 600, *train_values(svc, "bo")):
         prog = (svc.runner.list()[-1].get("progress") or {})
         if prog.get("d_lr") is not None and prog.get("step", 0) >= 2:
             cancel("bo")
@@ -290,6 +290,43 @@ def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
     msg = handler(tab, t["publish"])("bo", "zkw.safetensors")
     assert msg.startswith("⚠") and "no WebUI Lora folder" in msg and "zkw.safetensors" in msg
     assert "choose a LoRA file first" in handler(tab, t["publish"])("bo", step_test.NO_LORA)
+
+
+def test_estimate_step_shows_its_probe_size_and_step_cap(svc, tab):
+    """The probe's own size and step cap are controls (from the model's preset, not Train's resolution),
+    and the box beside them says what the probe will do."""
+    est = parts_of(tab)["steps"]["estimate"]
+    preset = svc.models.preset() or {}
+    assert est["resolution"].value == preset.get("resolution", TrainConfig.resolution) and est["max_steps"].value == 600
+    assert f"{est['resolution'].value} px" in est["probe"].value and "600 steps" in est["probe"].value
+    assert "Press Forecast" in est["probe"].value
+    box, msg = handler(tab, est["resolution"], "change")(128, 50)
+    assert "**128 px**" in box and "**50 steps**" in box and msg == ""
+    box, msg = handler(tab, est["max_steps"], "change")(64, 0)
+    assert msg.startswith("⚠") and "step cap" in msg
+
+
+@needs_diffusers
+def test_estimate_runs_and_forecasts_with_the_probe_settings(svc, tab, tmp_path):
+    steps = parts_of(tab)["steps"]
+    est = steps["estimate"]
+    svc.create_project("pe", trigger="zkw", repeats=1)
+    svc.add_images("pe", world_images(tmp_path / "up", 2, seed=3))
+    assert svc.runner.wait(svc.preprocess("pe", {"size": 64}), 300)["status"] == "finished"
+    vals = train_values(svc, "pe", resolution=512)  # Train's size is not the probe's
+    box, msg = last(handler(tab, est["forecast"])("pe", 32, 7, *vals))
+    assert "**32 px**" in box and "**7 steps**" in box and "Forecast: at most ~" in box and "s/step on cpu" in box, box
+    fc_job = svc.runner.list()[-1]
+    assert fc_job["kind"] == "forecast" and fc_job["config"]["train"]["resolution"] == 32
+    assert fc_job["result"]["steps"] == 7
+    gen = handler(tab, est["run"])("pe", 32, 7, *vals)
+    next(gen)
+    job = svc.runner.list()[-1]
+    handler(tab, est["cancel"])("pe")
+    for _ in gen:
+        pass
+    assert job["kind"] == "estimate" and job["config"]["train"]["resolution"] == 32
+    assert job["config"]["rule"]["max_steps"] == 7
 
 
 @needs_diffusers

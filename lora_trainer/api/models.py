@@ -77,10 +77,14 @@ class EstimateOptions(TrainOptions):
         None, description="steps d·lr must stay flat (default: 40)")
     plateau_epsilon: Optional[confloat(ge=1e-6, le=1.0)] = Field(
         None, description="relative change allowed over the window (default: 0.03)")
+    probe_resolution: Optional[conint(strict=True, ge=32, le=4096)] = Field(
+        None, description="image size the probe trains at (default: the training resolution)")
+    range_steps: Optional[conint(strict=True, ge=0, le=1000)] = Field(
+        None, description="steps of the LR range test that caps the proposal (default: 60; 0 skips it)")
 
 
 PROBE_FIELDS = {"probe_optimizer": "optimizer", "probe_max_steps": "max_steps", "plateau_window": "window",
-                "plateau_epsilon": "epsilon"}
+                "plateau_epsilon": "epsilon", "probe_resolution": "resolution", "range_steps": "range_steps"}
 
 
 def given(model: Optional[BaseModel]) -> dict:

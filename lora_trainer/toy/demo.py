@@ -172,19 +172,23 @@ def step_cleanup(run: DemoRun) -> None:
 def step_estimate(run: DemoRun) -> None:
     """The LR probe on the demo's dataset and network; reported beside the toy preset's lr."""
     from ..config import TOY_PRESET, toy_config
-    from ..training.estimate import estimate_lr
+    from ..training.estimate import estimate_lr, limit_text
     from ..training.plateau import PlateauRule
+    from ..training.stability import advice_text
 
     cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER)
     rule = PlateauRule(max_steps=run.probe_steps) if run.probe_steps else PlateauRule()
-    est = estimate_lr(run.backend, run.dataset_root, cfg, run.output_dir / "lr-estimate", rule=rule)
     preset = TOY_PRESET["unet_lr"]
+    est = estimate_lr(run.backend, run.dataset_root, cfg, run.output_dir / "lr-estimate", rule=rule,
+                      preset_lr=preset)
     run.figures["estimate"] = {"unet_lr": est.unet_lr, "text_encoder_lr": est.text_encoder_lr, "steps": est.steps,
                                "reason": est.reason, "plot": str(est.plot), "preset_unet_lr": preset,
-                               "ratio_to_preset": round(est.unet_lr / preset, 3)}
-    run.say(f"  d·lr settled at {est.unet_lr:.3g} after {est.steps} steps ({est.reason}); plot {est.plot}")
+                               "ratio_to_preset": round(est.unet_lr / preset, 3), "plateau_lr": est.plateau_lr,
+                               "limited_by": est.limited_by, "bound": est.bound}
+    run.say(f"  d·lr settled at {est.plateau_lr:.3g} after {est.steps} steps ({est.reason}); proposed "
+            f"{est.unet_lr:.3g} ({limit_text(est)}); plot {est.plot}")
     run.say(f"  the toy preset trains at {preset:.3g} (the toy LR sweep's best); the estimate is "
-            f"×{est.unet_lr / preset:.2f} of it")
+            f"×{est.unet_lr / preset:.2f} of it" + (f" — caveat: {advice_text(est.advice)}" if est.advice else ""))
 
 
 def step_train(run: DemoRun) -> None:

@@ -3,8 +3,11 @@
 The probe trains the user's actual dataset and LoRA config with an adaptive optimizer (DAdaptAdam by
 default, Prodigy as an option) at lr = 1.0 for the UNet and the text encoder alike, records the adapted
 step d·lr every step, and stops by itself when the curve has plateaued (``plateau.PlateauRule``, with a
-step cap). The plateau value becomes the proposed UNet lr; the text-encoder lr is that value times the
-config's ``te_lr_ratio`` (1/10 by default, as the tutorial does).
+step cap). Then a range test (``range_test.py``) trains fresh weights with the run's own optimizer at an lr
+ramped from 1/100 to 10 times that plateau value and measures a noise-free loss after each step;
+``stability.stable_bound`` reads from it the highest lr measured to be stable (the lr at the loss minimum
+÷ 4). The proposed UNet lr is the smaller of the two (``stability.propose``): never a value the estimate saw
+the loss rise at. The text-encoder lr is that value times the config's ``te_lr_ratio`` (1/10 by default).
 
 Why lr = 1.0 for both parts during the probe: DAdaptAdam and Prodigy share one ``d`` across all parameter
 groups and refuse groups with different lrs (kohya's D-Adaptation runs set both to 1.0 for the same
@@ -30,10 +33,13 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from .plateau import PlateauDetector, PlateauRule, Verdict
+from .stability import Bound, StabilityRule, advice_text, preset_advice, propose, stable_bound
 
 PROBE_OPTIMIZERS = ("DAdaptAdam", "Prodigy")
 PLOT_NAME = "lr-estimate.png"
 CURVE_NAME = "lr-estimate.json"
+RANGE_STEPS = 60          # the range test's ramp: 20 steps per decade
+RANGE_SPAN = (0.01, 10.0)  # from plateau/100 to plateau×10
 
 
 @dataclass
@@ -54,6 +60,11 @@ class Estimate:
     cancelled: bool = False
     run_optimizer: str = "AdamW8bit"
     rule: dict = field(default_factory=dict)
+    plateau_lr: float = 0.0           # D-Adaptation's value (d_lr) before the range test's bound
+    bound: Optional[dict] = None      # stability.Bound as a dict, None when the loss never rose
+    limited_by: str = "plateau"       # what set the proposal: "plateau" or "range test"
+    range_record: list = field(default_factory=list)   # [{"step", "lr", "loss", "train_loss"}]
+    advice: Optional[dict] = None     # stability.preset_advice when the preset is more than ×2 away
 
     def summary(self) -> dict:
         return {"d_lr": self.d_lr, "unet_lr": self.unet_lr, "text_encoder_lr": self.text_encoder_lr,
@@ -70,8 +81,28 @@ class Estimate:
     def as_dict(self) -> dict:
         return {**self.summary(), "reason": self.reason, "onset": self.onset, "optimizer": self.optimizer,
                 "seconds": self.seconds, "cancelled": self.cancelled, "rule": self.rule,
+                "plateau_lr": self.plateau_lr, "bound": self.bound, "limited_by": self.limited_by,
+                "advice": self.advice,
                 "curve_file": str(self.curve_file) if self.curve_file else None,
                 "proposed": self.proposed_config(), "adaptive": self.adaptive_config()}
+
+
+def reference_lr(preset: Optional[dict]) -> tuple[float, str]:
+    """(the lr an estimate is compared with, what it is): the model preset's UNet lr, else the recipe's."""
+    from ..config import TrainConfig
+
+    if preset and preset.get("unet_lr"):
+        return float(preset["unet_lr"]), "the preset"
+    return float(TrainConfig.unet_lr), "the recipe's default"
+
+
+def probe_resolution(cfg, resolution: int):
+    """``cfg`` with the probe's own image size (the bucket range widened to hold it when needed)."""
+    if not resolution or resolution == cfg.resolution:
+        return cfg
+    res = int(resolution)
+    return dataclasses.replace(cfg, resolution=res, min_bucket_reso=min(cfg.min_bucket_reso, res),
+                               max_bucket_reso=max(cfg.max_bucket_reso, res))
 
 
 def round_lr(value: float, digits: int = 3) -> float:
@@ -97,8 +128,12 @@ def probe_config(cfg, num_samples: int, optimizer: str = "DAdaptAdam", max_steps
 
 def estimate_lr(backend, data, cfg, job_dir: Optional[Union[str, Path]] = None, *,
                 optimizer: str = "DAdaptAdam", rule: Optional[PlateauRule] = None, callbacks=None,
-                should_stop: Callable[[], bool] = lambda: False) -> Estimate:
-    """Run the probe on ``backend`` over ``data`` (a folder or a ``DatasetScan``) with ``cfg``'s network.
+                should_stop: Callable[[], bool] = lambda: False, range_steps: int = RANGE_STEPS,
+                stability: Optional[StabilityRule] = None, preset_lr: Optional[float] = None,
+                preset_source: str = "the preset") -> Estimate:
+    """Run the probe, then the range test (``range_steps`` steps; 0 skips it), on ``backend`` over ``data``
+    (a folder or a ``DatasetScan``) with ``cfg``'s network. ``preset_lr``: the lr the estimate is compared
+    with (``Estimate.advice`` when they are more than ×2 apart).
 
     ``callbacks.on_log`` receives every step's record (step, loss, lr, d_lr, it_s) and ``on_progress``
     the progress with ``phase="estimate"``; ``should_stop`` is the user's cancel. Writes the curve JSON
@@ -136,13 +171,42 @@ def estimate_lr(backend, data, cfg, job_dir: Optional[Union[str, Path]] = None, 
     else:  # cancelled by the user, or the data ended first: report where the curve got to
         reason = "cancelled" if res.cancelled else "end"
         value, onset = (detector.smoothed[-1] if detector.smoothed else values[-1]), None
-    est = Estimate(d_lr=value, unet_lr=round_lr(value), text_encoder_lr=round_lr(value * cfg.te_lr_ratio),
+    record: list = []
+    bound: Optional[Bound] = None
+    if range_steps > 0 and reason != "cancelled" and value > 0 and not should_stop():
+        record = run_range_test(backend, scan, cfg, value, range_steps, user, should_stop)
+        bound = stable_bound(record, stability)
+    lr, limited_by = propose(value, bound)
+    est = Estimate(d_lr=value, unet_lr=round_lr(lr), text_encoder_lr=round_lr(lr * cfg.te_lr_ratio),
                    steps=len(curve), reason=reason, optimizer=res.optimizer, curve=curve, onset=onset,
                    seconds=time.time() - t0, cancelled=reason == "cancelled", run_optimizer=cfg.optimizer,
-                   rule=dataclasses.asdict(rule))
+                   rule=dataclasses.asdict(rule), plateau_lr=value,
+                   bound=dataclasses.asdict(bound) if bound else None, limited_by=limited_by, range_record=record)
+    est.advice = preset_advice(est.unet_lr, preset_lr, preset_source)
     if job_dir is not None:
         write_outputs(est, Path(job_dir))
     return est
+
+
+def run_range_test(backend, scan, cfg, plateau: float, steps: int, callbacks, should_stop) -> list:
+    """The range test around the plateau value with the run's optimizer (AdamW when the run itself is
+    adaptive: an lr ramp means nothing to D-Adaptation); progress as ``phase="range test"``."""
+    from .loop import Progress
+    from .range_test import range_test
+
+    run_opt = cfg.optimizer if cfg.optimizer not in PROBE_OPTIMIZERS else "AdamW"
+    rcfg = dataclasses.replace(cfg, optimizer=run_opt, unet_lr=plateau, text_encoder_lr=0.0,
+                               lr_scheduler="constant", warmup_steps=0, warmup_ratio=0.0, max_steps=steps)
+    t0 = time.time()
+
+    def on_step(rec: dict) -> None:
+        it_s = rec["step"] / max(time.time() - t0, 1e-9)
+        callbacks.emit("on_progress", Progress(rec["step"], steps, 0, rec["loss"], rec["lr"], it_s,
+                                               (steps - rec["step"]) / it_s, phase="range test"))
+
+    lo, hi = RANGE_SPAN
+    return range_test(backend, scan, rcfg, lo=plateau * lo, hi=plateau * hi, steps=steps, seed=cfg.seed,
+                      on_step=on_step, should_stop=should_stop)
 
 
 def write_outputs(est: Estimate, folder: Path) -> None:
@@ -152,7 +216,7 @@ def write_outputs(est: Estimate, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     est.curve_file = folder / CURVE_NAME
     est.plot = plot_curve(est, folder / PLOT_NAME)
-    write_json(est.curve_file, {**est.as_dict(), "curve": est.curve})
+    write_json(est.curve_file, {**est.as_dict(), "curve": est.curve, "range_test": est.range_record})
 
 
 # --------------------------------------------------------------------------------------------- the plot
@@ -160,7 +224,21 @@ def write_outputs(est: Estimate, folder: Path) -> None:
 def _title(est: Estimate) -> str:
     where = {"plateau": f"plateau from step {est.onset}", "cap": "step cap reached, still rising",
              "cancelled": "cancelled", "end": "data ended"}[est.reason]
-    return f"d·lr = {est.d_lr:.3g} ({where}; {est.optimizer}, {est.steps} steps)"
+    head = f"d·lr = {est.d_lr:.3g} ({where}; {est.optimizer}, {est.steps} steps)"
+    if est.limited_by == "range test":
+        head += f"; proposed {est.unet_lr:.3g} (range test)"
+    return head
+
+
+def limit_text(est: Estimate) -> str:
+    """Which limit set the proposal, for the CLI line."""
+    if est.limited_by == "range test" and est.bound:
+        return (f"capped by the range test: its loss was lowest at lr {est.bound['best_lr']:.3g} and rose from "
+                f"{est.bound['rise_lr']:.3g}, so at most {est.bound['value']:.3g}; D-Adaptation's plateau was "
+                f"{est.plateau_lr:.3g}")
+    if est.bound:
+        return f"below the range test's bound {est.bound['value']:.3g}"
+    return "the range test saw no rise of the loss" if est.range_record else "no range test"
 
 
 def plot_curve(est: Estimate, path: Path) -> Path:
@@ -188,7 +266,9 @@ def _plot_matplotlib(est: Estimate, points, out: Path) -> None:
     ax.set_yscale("log")
     if est.onset:
         ax.axvspan(est.onset, est.steps, color="#2ca02c", alpha=0.12, label="flat window")
-    ax.axhline(est.d_lr, color="#d62728", ls="--", lw=1, label=f"estimate {est.d_lr:.3g}")
+    ax.axhline(est.d_lr, color="#d62728", ls="--", lw=1, label=f"plateau {est.d_lr:.3g}")
+    if est.limited_by == "range test":
+        ax.axhline(est.unet_lr, color="#2ca02c", ls="-.", lw=1, label=f"proposed {est.unet_lr:.3g} (range test)")
     ax.set_xlabel("step")
     ax.set_ylabel("d·lr (adapted learning rate)")
     ax.set_title(_title(est), fontsize=10)
@@ -249,6 +329,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     rule = PlateauRule()
     p.add_argument("--probe-max-steps", type=int, default=rule.max_steps,
                    help=f"stop the probe here even if d·lr still rises (default: {rule.max_steps})")
+    p.add_argument("--range-steps", type=int, default=RANGE_STEPS,
+                   help=f"steps of the LR range test after the probe, which caps the proposal at the highest lr "
+                        f"measured stable (default: {RANGE_STEPS}; 0 skips it)")
+    p.add_argument("--probe-resolution", type=int, default=0, metavar="PX",
+                   help="image size the probe trains at (default: the config's resolution)")
     p.add_argument("--plateau-window", type=int, default=rule.window,
                    help=f"steps d·lr must stay flat (default: {rule.window})")
     p.add_argument("--plateau-epsilon", type=float, default=rule.epsilon,
@@ -265,14 +350,19 @@ def _run(args: argparse.Namespace) -> int:
     from .data import scan_dataset
     from .loop import Callbacks
 
-    cfg = cli.config_from_args(TrainConfig, args, preset_for(args.base_model))
+    preset = preset_for(args.base_model)
+    cfg = cli.config_from_args(TrainConfig, args, preset)
     try:
         rule = PlateauRule(window=args.plateau_window, epsilon=args.plateau_epsilon,
                            max_steps=args.probe_max_steps, smooth=min(PlateauRule.smooth, args.plateau_window))
     except ValueError as exc:
         raise UserError(f"bad plateau settings: {exc}", "see estimate --help") from None
+    if args.range_steps < 0 or args.probe_resolution < 0:
+        raise UserError("--range-steps and --probe-resolution must be 0 or more", "see estimate --help")
     data, cfg, out = cli.data_and_output(args, cfg)
+    cfg = probe_resolution(cfg, args.probe_resolution)
     scan = scan_dataset(data, cfg.repeats)
+    ref_lr, ref_source = reference_lr(preset)
     backend, _ = load_backend(args.base_model, cli._device(args.device))
     print(f"estimating the lr with {args.probe_optimizer} at lr 1.0 on {scan.num_images} images "
           f"({backend.name}, {backend.device.type}); stops when d·lr is flat for {rule.window} steps "
@@ -284,7 +374,8 @@ def _run(args: argparse.Namespace) -> int:
         cb = Callbacks(on_progress=lambda p: (ctx.progress(p), bar.update(p)), on_log=ctx.log)
         try:
             est = estimate_lr(backend, scan, cfg, ctx.job_dir, optimizer=args.probe_optimizer, rule=rule,
-                              callbacks=cb, should_stop=ctx.should_stop)
+                              callbacks=cb, should_stop=ctx.should_stop, range_steps=args.range_steps,
+                              preset_lr=ref_lr, preset_source=ref_source)
         finally:
             bar.close()
         found["est"] = est
@@ -297,7 +388,9 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(est.summary(), ensure_ascii=False))
         else:
             print(f"estimated lr: unet {est.unet_lr:.3g}, text encoder {est.text_encoder_lr:.3g} "
-                  f"({_title(est)}); plot: {est.plot}")
+                  f"({_title(est)}; {limit_text(est)}); plot: {est.plot}")
+        if est.advice:  # on stderr too: the --json line stays the last line of stdout
+            print(f"caveat: {advice_text(est.advice)}", file=sys.stderr)
     return code
 
 

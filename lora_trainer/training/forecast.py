@@ -2,10 +2,13 @@
 
 Total steps come from the same bucket rule the trainer uses (only image headers are read, no VAE).
 Minutes come from a short warm-up on the real backend: one batch of the largest bucket is encoded, a
-throw-away network is built exactly as the run will build it, one untimed step absorbs first-call costs,
-then a few timed steps. Peak memory is what that warm-up used: on CUDA ``max_memory_allocated`` (plus the
-latent cache of every image and a headroom for the allocator), on CPU the rise of the process's peak
-resident memory (Linux ``VmHWM``, reset first). ``fits`` compares the extra memory the run needs with
+throw-away network is built exactly as the run will build it, then steps are timed one by one until a few
+seconds have passed, and only the steady state counts (``steady_seconds``): the first steps of a process pay
+for kernel selection, allocator growth and lazy initialisation and can be many times slower than the rest
+(a toy run forecast from its first steps at ~38 s, 1.42 s/step, took 5.6 s). The bench's ``forecast`` row
+puts the forecast beside the run it forecasts. Peak memory is what that warm-up used: on CUDA
+``max_memory_allocated`` (plus the latent cache of every image and a headroom for the allocator), on CPU
+the rise of the process's peak resident memory (Linux ``VmHWM``, reset first). ``fits`` compares the extra memory the run needs with
 what the device has free, and ``warning`` says what to change when it does not fit.
 
 The base model is left exactly as it was: the warm-up runs inside ``frozen`` and ``network.applied``.
@@ -17,7 +20,8 @@ import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from statistics import median
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -94,6 +98,38 @@ def warm_trainer(backend, scan, cfg, bucket_of: Optional[list] = None) -> Iterat
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def steady_seconds(times: Sequence[float], tol: float = 0.25) -> tuple[float, int]:
+    """(seconds per step in the steady state, how many leading warm-up steps were left out).
+
+    The rule: the reference is the median of the last half of the times; the warm-up is the longest run of
+    leading steps slower than ``(1 + tol)`` × that reference; the steady state is the mean of the steps after
+    it (a mean, not a median, so an occasional slow step later on still counts, as it does in the run).
+    """
+    if not times:
+        raise ValueError("no step times")
+    n = len(times)
+    ref = median(times[n // 2:])
+    k = 0
+    while k < n - 1 and times[k] > (1 + tol) * ref:
+        k += 1
+    rest = times[k:]
+    return sum(rest) / len(rest), k
+
+
+def step_times(tr, batch: list, min_steps: int = 3, budget_s: float = 5.0, max_steps: int = 40) -> list[float]:
+    """Seconds of each step, synced one by one: at least ``min_steps``, then more until ``budget_s`` seconds
+    have passed or ``max_steps`` were timed (a slow model stops early, a fast one gets enough to settle)."""
+    out: list[float] = []
+    t_all = time.perf_counter()
+    while len(out) < max(1, min_steps) or (len(out) < max_steps and time.perf_counter() - t_all < budget_s):
+        sync(tr.device)
+        t0 = time.perf_counter()
+        float(tr._step(batch, False))  # the loss read syncs the step
+        sync(tr.device)
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def time_steps(tr, batch: list, steps: int, untimed: int = 1) -> float:
@@ -195,13 +231,16 @@ def free_memory_mb(device: torch.device) -> float:
 
 # --------------------------------------------------------------------------------------------- forecast
 
-def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional[float] = None) -> dict:
+def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional[float] = None,
+                 budget_s: float = 5.0) -> dict:
     """Steps, minutes and memory for training ``cfg`` on ``backend`` over ``data`` (folder or DatasetScan).
 
-    Returns ``{"steps", "seconds_per_step", "minutes", "cache_seconds", "peak_mb", "extra_mb", "free_mb",
-    "fits", "warning", "device"}``. ``free_mb`` overrides the measured free memory (for tests and for a
-    host that knows better). ``peak_mb`` is the device's expected peak during the run (model included);
-    ``extra_mb`` the part the run adds on top of what is allocated now, which is what must fit in
+    ``warmup_steps`` steps are timed at least, more until ``budget_s`` seconds have passed; the steady state
+    of those times (``steady_seconds``) gives ``seconds_per_step``. Returns ``{"steps", "seconds_per_step",
+    "minutes", "cache_seconds", "peak_mb", "extra_mb", "free_mb", "fits", "warning", "device",
+    "timed_steps", "warmup_left_out", "first_step_seconds"}``. ``free_mb`` overrides the measured free memory
+    (for tests and for a host that knows better). ``peak_mb`` is the device's expected peak during the run
+    (model included); ``extra_mb`` the part the run adds on top of what is allocated now, which is what must fit in
     ``free_mb``.
     """
     from . import data as D
@@ -216,7 +255,7 @@ def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional
         base = torch.cuda.memory_allocated(dev) / 2**20
         torch.cuda.reset_peak_memory_stats(dev)
         with warm_trainer(backend, scan, cfg, bucket_of) as (tr, batch):
-            sps = time_steps(tr, batch, warmup_steps)
+            times = step_times(tr, batch, warmup_steps, budget_s)
             cache_s = tr.cache_seconds / max(1, len(tr.latents))
             latent_mb = _latent_cache_mb(tr, scan, bucket_of)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -225,11 +264,12 @@ def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional
     else:
         with HostPeak() as hp:
             with warm_trainer(backend, scan, cfg, bucket_of) as (tr, batch):
-                sps = time_steps(tr, batch, warmup_steps)
+                times = step_times(tr, batch, warmup_steps, budget_s)
                 cache_s = tr.cache_seconds / max(1, len(tr.latents))
                 latent_mb = _latent_cache_mb(tr, scan, bucket_of)
         extra = max(0.0, hp.peak_mb - hp.before_mb) * (1 + HEADROOM) + latent_mb
         peak_total = hp.before_mb + extra
+    sps, left_out = steady_seconds(times)
     cache_seconds = cache_s * len(scan.items)
     fits = extra <= free
     warning = None
@@ -239,7 +279,8 @@ def forecast_run(backend, data, cfg, *, warmup_steps: int = 3, free_mb: Optional
                    f"checkpointing, or lower the rank")
     return {"steps": steps, "seconds_per_step": sps, "minutes": (steps * sps + cache_seconds) / 60,
             "cache_seconds": cache_seconds, "peak_mb": peak_total, "extra_mb": extra, "free_mb": free,
-            "fits": fits, "warning": warning, "device": str(dev), "warmup_steps": warmup_steps}
+            "fits": fits, "warning": warning, "device": str(dev), "warmup_steps": warmup_steps,
+            "timed_steps": len(times), "warmup_left_out": left_out, "first_step_seconds": times[0]}
 
 
 def _where(dev: torch.device) -> str:
@@ -266,4 +307,5 @@ def format_forecast(fc: dict) -> str:
 
 
 __all__ = ["forecast_run", "format_forecast", "planned_steps", "plan_buckets", "warm_trainer", "time_steps",
+           "steady_seconds", "step_times",
            "HostPeak", "free_memory_mb"]

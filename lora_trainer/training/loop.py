@@ -113,6 +113,31 @@ def save_steps(cfg: TrainConfig, total: int) -> set[int]:
 
 # --------------------------------------------------------------------------------------------- the run
 
+def nan_advice(loss: float, step: int, amp_dtype: Optional[torch.dtype], model: str = "") -> tuple[str, str]:
+    """(message, hint) for a non-finite loss at ``step``.
+
+    Step 1 is judged apart: its loss is computed before the first optimizer step, with the LoRA's up weights
+    still zero, so the network's output is the base model's own — a NaN there comes from the model (its
+    weights, its VAE latents or its text encoder) or its precision, never from the learning rate. Later
+    steps: the lr, and fp16 only when the run is in fp16.
+    """
+    what = f"the model {model!r}" if model else "the base model"
+    stopped = "the run was stopped and nothing non-finite was saved"
+    if step <= 1:
+        hint = (f"{what} itself gives a non-finite output on these images before any LoRA update, so the "
+                f"learning rate is not the cause: check the checkpoint and its VAE (load it in txt2img)")
+        if amp_dtype == torch.float16:
+            hint += "; fp16 can overflow in this model: try bf16 or fp32 (mixed_precision)"
+        else:
+            hint += f"; the run is in {'bf16' if amp_dtype == torch.bfloat16 else 'fp32'}, which does not overflow: " \
+                    "the weights themselves are suspect"
+        return f"the loss was {loss} at the first step, before any training: {what} gives NaN ({stopped})", hint
+    hint = "lower the learning rate (try half)"
+    if amp_dtype == torch.float16:
+        hint += ", or use bf16/fp32 instead of fp16"
+    return f"the loss became {loss} at step {step}; {stopped}", hint
+
+
 class Trainer:
     """One training run of ``cfg`` on ``backend`` over a scanned dataset."""
 
@@ -414,9 +439,7 @@ class Trainer:
             d_lr = d * lr if d is not None else None
             self.cb.emit("on_log", {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "d_lr": d_lr, "it_s": it_s})
             if not math.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"the loss became {loss} at step {step}; the run was stopped and nothing non-finite was saved",
-                    "lower the learning rate (try half), or use bf16/fp32 instead of fp16")
+                raise NonFiniteLoss(*nan_advice(loss, step, self.amp_dtype, self.backend.name))
         step, epoch, lr, d, _ = pending[-1]
         mean = sum(values) / len(values)
         self.cb.emit("on_progress", Progress(step, total, epoch, mean, lr, it_s, (total - step) / max(it_s, 1e-9),

@@ -173,9 +173,9 @@ def sweep(work: Path, device=None, grid: Sequence[float] = GRID, max_steps: int 
         from .estimate import estimate_lr
 
         est = estimate_lr(be, data_root, base_cfg, work / "estimate")
-        out["estimate"] = {**est.as_dict(), "ratio_to_best": est.d_lr / out["best_lr"]}
-        say(f"estimate: d·lr {est.d_lr:.3g} after {est.steps} steps ({est.reason}); best swept lr "
-            f"{out['best_lr']:.3g}; ratio {est.d_lr / out['best_lr']:.2f}")
+        out["estimate"] = {**est.as_dict(), "ratio_to_best": est.unet_lr / out["best_lr"]}
+        say(f"estimate: proposed {est.unet_lr:.3g} ({est.limited_by}; d·lr {est.d_lr:.3g} after {est.steps} steps, "
+            f"{est.reason}); best swept lr {out['best_lr']:.3g}; ratio {est.unet_lr / out['best_lr']:.2f}")
     return out
 
 
@@ -199,7 +199,8 @@ def sweep_rows(args: argparse.Namespace) -> list[dict]:
     rows.append({"row": f"lr-sweep {fig['model']} best", "best_lr": fig["best_lr"], "with_lora": fig["best_rate"]})
     if "estimate" in fig:
         e = fig["estimate"]
-        rows.append({"row": f"lr-sweep {fig['model']} estimate", "d_lr": e["d_lr"], "steps": e["steps"],
+        rows.append({"row": f"lr-sweep {fig['model']} estimate", "unet_lr": e["unet_lr"], "d_lr": e["d_lr"],
+                     "limited_by": e["limited_by"], "steps": e["steps"],
                      "reason": e["reason"], "ratio_to_best": e["ratio_to_best"],
                      "within_x2": 0.5 <= e["ratio_to_best"] <= 2.0})
     return rows

@@ -2,8 +2,9 @@
 steps show now (the recipe's defaults unless the user changed them).
 
 What counts as done: a dataset folder with images (step 2), a caption beside every image (step 3; skipped
-when the tagger is ``none``). The LR estimate runs when ticked and its proposal is used for training; the
-last job draws test images with the final file. Cancel stops the current job and the rest of the chain.
+when the tagger is ``none``). The LR estimate runs when ticked and its proposal is used for training (the
+preset's lr where the estimate's caveat recommends it); the last job draws test images with the final file.
+Cancel stops the current job and the rest of the chain.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Optional
 from ..errors import UserError
 from ..prepare.config import TagConfig
 from . import controls as C
-from . import step_prepare, step_tag, step_train
+from . import step_estimate, step_prepare, step_tag, step_train
 from .common import Ctx, done_text, guard_gen, need_project, progress_html, stop_sequence, watch
 
 ALL_KINDS = ("preprocess", "tag", "estimate", "train", "generate")
@@ -77,13 +78,13 @@ def run(ctx: Ctx, project: Optional[str], estimate: bool, n_prep: int, n_tag: in
         res = st.get("result") or {}
         if st["status"] != "finished" or (name, "recipe") in ctx.stops:
             if step == "estimate" and res.get("unet_lr") and (name, "recipe") not in ctx.stops:
-                lrs = {"unet_lr": res["unet_lr"], "text_encoder_lr": res["text_encoder_lr"]}
+                lrs = step_estimate.recommended(res)
                 continue  # a probe stopped by its own cancel still proposes a value
             ctx.stops.discard((name, "recipe"))
             yield [progress_html(shown, t), gr.update(), label + " — " + done_text(st, t)]
             return
         if step == "estimate":
-            lrs = {"unet_lr": res["unet_lr"], "text_encoder_lr": res["text_encoder_lr"]}
+            lrs = step_estimate.recommended(res)
         if step == "train":
             output = res.get("output") and res["output"].replace("\\", "/").rsplit("/", 1)[-1]
         if step == "generate":
