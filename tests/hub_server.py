@@ -29,6 +29,7 @@ class HubDouble:
         self.cdn = ""                                        # another origin for the LFS redirects ("" = this one)
         self.requests: list[tuple[str, str, str]] = []      # (method, path, Range header)
         self.auth: list[tuple[str, str]] = []               # (path, Authorization header) of every request
+        self.agents: list[tuple[str, str, str]] = []        # (method, path, User-Agent) of every request
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -83,6 +84,7 @@ class HubDouble:
             def _answer(self, head: bool):
                 hub.requests.append((self.command, self.path, self.headers.get("Range", "")))
                 hub.auth.append((self.path, self.headers.get("Authorization", "")))
+                hub.agents.append((self.command, self.path, self.headers.get("User-Agent", "")))
                 if self._api():
                     return
                 key, front = self._find()
