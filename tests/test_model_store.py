@@ -501,11 +501,10 @@ def test_api_downloads_a_model_as_a_job_with_progress(hub, tmp_path):
         service.runner.shutdown()
 
 
+@pytest.mark.skipif(not has("diffusers"), reason="needs diffusers (standalone profile)")
 def test_the_ui_command_takes_a_hub_id_and_resolves_it_on_first_use(tmp_path, monkeypatch):
     """``ui --base-model owner/name``: the service is made without touching the network; the model is
     resolved through the store when a step first needs it (offline here: the message names the folder)."""
-    import torch  # noqa: F401 - load_backend needs it
-
     from lora_trainer.ui.standalone import make_service, model_label
 
     monkeypatch.setenv("LORA_TRAINER_CACHE", str(tmp_path / "cache"))
