@@ -420,21 +420,11 @@ def _download_files(label: str, items: list, progress: Optional[Progress], shoul
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # lost midway: .part resumes
             raise ModelOffline(f"download of {f.name} for {label} broke off ({getattr(exc, 'reason', exc)}); "
                                f"run it again to resume", missing) from None
-        got = part.stat().st_size
-        if meta["size"] and got != meta["size"]:
-            part.unlink()
-            raise UserError(f"{f.name} of {label}: got {got} bytes, the server announced {meta['size']}",
-                            "run the download again")
-        if algo:
-            actual = file_hash(part, algo)
-            if actual != digest:
-                part.unlink()
+        try:
+            _check_and_move(part, folder / f.name, f, meta, (algo, digest), label, missing)
+        finally:
+            if not part.exists():  # moved into place, or deleted as wrong: its resume record goes too
                 part.with_suffix(".part.json").unlink(missing_ok=True)
-                raise UserError(f"{f.name} of {label} is corrupt: its {algo} is {actual}, the published one is "
-                                f"{digest}; the file was deleted",
-                                f"run the download again; if it fails again, {missing}")
-        os.replace(part, folder / f.name)
-        part.with_suffix(".part.json").unlink(missing_ok=True)
 
 
 def ensure(model_id: str, progress: Optional[Progress] = None,

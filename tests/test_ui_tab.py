@@ -353,6 +353,8 @@ def test_the_webui_settings_choose_the_proposed_tagger_and_background(tmp_path, 
     assert step_tag.propose_tagger(info) == "deepbooru"                   # a host with Deepbooru
     assert step_tag.propose_tagger(info[:2] + info[3:], "deepbooru") == "wd-vit-tagger-v3"  # Forge Neo: none
     assert step_tag.propose_tagger(info, "toy") == "toy"
+    assert step_tag.tagger_choices(toy_model=True)[1] == "toy"            # the embedded toy model: its tagger
+    assert step_tag.propose_tagger(info[:2] + info[3:], toy_model=True) == "toy"
     assert step_tag.tagger_choices(preferred="none")[1] == "none"
     assert step_tag.tagger_choices(preferred="deepbooru")[1] == default   # unavailable: the built-in order
     if not rembg_available()[0]:
@@ -477,7 +479,7 @@ def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path,
     model = hashlib.shake_256(b"tab model").digest(300_000)
     hub.add_hub(f"SmilingWolf/{vit}", "model.onnx", model)
     hub.add_hub(f"SmilingWolf/{vit}", "selected_tags.csv", b"tag_id,name,category,count\n0,a,0,1\n", lfs=False)
-    s = Service(tmp_path / "ws", StandaloneModels(device="cpu"))
+    s = Service(tmp_path / "ws", StandaloneModels(base_model="someone/sd-model", device="cpu"))  # not the toy
     try:
         blocks = build_tab(s, {"host": "test"})
         parts_of(blocks)["ctx"].poll = 0.02

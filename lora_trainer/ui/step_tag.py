@@ -2,7 +2,7 @@
 
 The tagger list comes from ``tagging.registry.describe_taggers`` (the WebUI adapter adds Deepbooru and CLIP),
 each marked when it cannot run here and why, so a missing model is said at once and never hangs. Proposed
-(``propose_tagger``): the host's Deepbooru, else the WD v3 ViT tagger; a Download button beside the choice
+(``propose_tagger``): the host's Deepbooru, else the toy tagger on the toy model, else the WD v3 ViT tagger; a Download button beside the choice
 fetches a store model whose files are missing (``model_download``).
 """
 
@@ -19,7 +19,8 @@ KINDS = ("tag",)
 OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
 
 
-def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[list, str, list[str]]:
+def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None, toy_model: bool = False
+                   ) -> tuple[list, str, list[str]]:
     """(dropdown choices as (label, name), the proposed name, notes about the unavailable ones).
 
     ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else
@@ -33,23 +34,30 @@ def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[lis
         choices.append((label, d["name"]))
         if not d["available"]:
             notes.append(f"{d['name']}: {d['reason']}")
-    return choices, propose_tagger(info, preferred), notes
+    return choices, propose_tagger(info, preferred, toy_model), notes
 
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
 
-def propose_tagger(info: list[dict], preferred: Optional[str] = None) -> str:
+def on_toy_model(service) -> bool:
+    """Whether the service trains the embedded toy model (standalone without ``--base-model``)."""
+    return getattr(service.models, "base_model", "") is None
+
+
+def propose_tagger(info: list[dict], preferred: Optional[str] = None, toy_model: bool = False) -> str:
     """The tagger the tab proposes, from ``describe_taggers``: the setting's when available, else the host's
-    Deepbooru, else the WD v3 ViT tagger — even when its files are missing, since the Download button beside
-    the choice fetches them (standalone, and hosts without Deepbooru such as Forge Neo) — else toy, wd14.
-    The toy model's demo names the toy tagger itself."""
+    Deepbooru, else the toy tagger on the embedded toy model (it knows the toy world's words), else the WD v3
+    ViT tagger — even when its files are missing, since the Download button beside the choice fetches them
+    (standalone on a user's model, and hosts without Deepbooru such as Forge Neo) — else toy, wd14."""
     ok = [d["name"] for d in info if d["available"]]
     known = {d["name"] for d in info}
     if preferred and preferred in ok:
         return preferred
     if "deepbooru" in ok:
         return "deepbooru"
+    if toy_model and "toy" in ok:
+        return "toy"
     if DEFAULT_TAGGER in known:
         return DEFAULT_TAGGER
     return next((n for n in ("toy", "wd14") if n in ok), next(iter(ok[1:]), "none"))
@@ -94,7 +102,8 @@ def build(ctx: Ctx) -> dict:
     import gradio as gr
 
     t = ctx.t
-    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"))
+    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"),
+                                              toy_model=on_toy_model(ctx.service))
     with gr.Column(elem_id="lt-tag"):
         gr.Markdown(t("Write a caption of tags for every image; the trigger word goes first."),
                     elem_classes=["lt-help"])
