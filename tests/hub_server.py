@@ -6,6 +6,9 @@ blob sha1; an LFS file answers 302 to its CDN address with ``X-Linked-Etag`` = i
 carries ``X-Repo-Commit``. Plain files (rembg's GitHub release) are at ``/release/{name}``, redirected as
 GitHub does (no size, no hash); ``/api/models/{repo}/revision/{rev}`` lists a repository's files
 (``siblings``); ``cdn`` puts the redirects' target on another origin.
+That is what ``huggingface_hub``'s ``hf_hub_download`` reads in both profiles (0.36 and 2.x: the HEAD's
+``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size``, ``ETag`` and ``Location``, then the CDN with ``Range``);
+``agents`` records each request's User-Agent (which client fetched the bytes).
 ``drop_after`` makes the next GET of a file send that many bytes and then drop the connection; ``slow``
 paces every body (a download that can be killed midway).
 """

@@ -486,7 +486,8 @@ def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path,
         tag = parts_of(blocks)["steps"]["tag"]
         assert component(blocks, "lt-tag-tagger")["props"]["value"] == vit
         assert component(blocks, "lt-tag-tagger-download")["props"]["visible"] is True
-        show = next(fn for fn, dep in handlers(blocks, tag["tagger"], "change") if tag["download"]._id in dep["outputs"])
+        show = next(fn for fn, dep in handlers(blocks, tag["tagger"], "change")
+                    if tag["download"]._id in dep["outputs"])
         assert show("toy")["visible"] is False and show(vit)["visible"] is True
         outs = list(handler(blocks, tag["download"])(vit))
         assert len(outs) >= 2 and outs[-1][1]["visible"] is False, outs[-1][2]

@@ -2,8 +2,8 @@
 
 The tagger list comes from ``tagging.registry.describe_taggers`` (the WebUI adapter adds Deepbooru and CLIP),
 each marked when it cannot run here and why, so a missing model is said at once and never hangs. Proposed
-(``propose_tagger``): the host's Deepbooru, else the toy tagger on the toy model, else the WD v3 ViT tagger; a Download button beside the choice
-fetches a store model whose files are missing (``model_download``).
+(``propose_tagger``): the host's Deepbooru, else the toy tagger on the toy model, else the WD v3 ViT tagger;
+a Download button beside the choice fetches a store model whose files are missing (``model_download``).
 """
 
 from __future__ import annotations
