@@ -5,13 +5,15 @@ Nothing here runs unless the user asked for a download (``models download NAME``
 option): a step that lacks its model still fails fast with ``missing_text``, which names each file, its URL
 and the folder to put it in by hand.
 
-Why our own HTTPS client rather than ``huggingface_hub.hf_hub_download``: the background models are GitHub
-release files (not on the hub), the hub library's download API and cache layout differ between the 0.36 of
-WebUI 1.10 and the 1.x/2.x of a standalone install, and neither version checks the sha256 before the file
-appears under its final name. The client speaks the hub's routes (``{HF_ENDPOINT}/{repo}/resolve/{rev}/
-{file}``, ``X-Linked-Etag`` = the LFS file's sha256, ``ETag`` = the git blob sha1 of a small file), honours
-``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, writes ``<name>.part`` (never the final name) and resumes it with a
-``Range`` request, checks the hash, then renames atomically.
+Hub-hosted files (the taggers, base models by hub id) go through ``huggingface_hub.hf_hub_download`` where
+the library is installed (``hub_fetch``): into a staging folder, then the store checks the sha256 (the hub's
+``X-Linked-Etag``, which the library reads too) and renames atomically — neither library version checks it
+before the file appears under its name. The store's own urllib client is the fallback where the library is
+missing (or ``LORA_TRAINER_NO_HF_HUB=1``) and the path for files outside the hub (rembg's GitHub release):
+it speaks the hub's routes (``{HF_ENDPOINT}/{repo}/resolve/{rev}/{file}``, ``X-Linked-Etag`` = the LFS file's
+sha256, ``ETag`` = the git blob sha1 of a small file), honours ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``, writes
+``<name>.part`` (never the final name) and resumes it with a ``Range`` request, checks the hash, then renames
+atomically.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import hub_fetch
 from .errors import Cancelled, UserError
 
 CONNECT_TIMEOUT = 4.0   # seconds: a server that is down, unreachable or silent fails within 5 s
@@ -200,6 +203,12 @@ def delete(model_id: str) -> list[Path]:
                 if p.is_file():
                     p.unlink()
                     gone.append(p)
+        staging = hub_fetch.staging_dir(d)
+        if staging.is_dir():  # the library's partial downloads
+            import shutil
+
+            gone += [p for p in staging.rglob("*") if p.is_file()]
+            shutil.rmtree(staging)
         if spec.kind == "tagger" and d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     return gone
@@ -325,12 +334,62 @@ def _fetch(url: str, part: Path, expect: dict, on_bytes: Callable[[int], None],
             raise ConnectionError(f"the connection closed {resp.length} bytes before the end")
 
 
+def _check_and_move(staged: Path, final: Path, f: ModelFile, meta: dict, expect: tuple[str, str], label: str,
+                    missing: str) -> None:
+    """Size and hash of the staged file against the published ones, then the atomic rename; a wrong file is
+    deleted (nothing appears under the final name)."""
+    algo, digest = expect
+    got = staged.stat().st_size
+    if meta["size"] and got != meta["size"]:
+        staged.unlink()
+        raise UserError(f"{f.name} of {label}: got {got} bytes, the server announced {meta['size']}",
+                        "run the download again")
+    if algo:
+        actual = file_hash(staged, algo)
+        if actual != digest:
+            staged.unlink()
+            raise UserError(f"{f.name} of {label} is corrupt: its {algo} is {actual}, the published one is "
+                            f"{digest}; the file was deleted",
+                            f"run the download again; if it fails again, {missing}")
+    os.replace(staged, final)
+
+
+def _fetch_with_library(hub: tuple, url: str, folder: Path, f: ModelFile, meta: dict, expect: tuple[str, str],
+                        label: str, missing: str, on_bytes, should_stop, endpoint: str) -> None:
+    """One hub file through ``huggingface_hub`` into the staging folder, then checked and moved."""
+    repo, revision, filename = hub
+    try:
+        staged = hub_fetch.download(repo, revision, filename, folder, endpoint, CONNECT_TIMEOUT, on_bytes,
+                                    should_stop, lambda: Cancelled("download cancelled (run it again to go on)"))
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the library's errors are its HTTP client's
+        code = hub_fetch.is_http_error(exc)
+        if code is not None:
+            raise UserError(f"{url} answered {code}", missing) from None
+        raise ModelOffline(f"download of {f.name} for {label} broke off ({exc}); run it again to resume",
+                           missing) from None
+    _check_and_move(staged, folder / f.name, f, meta, expect, label, missing)
+    meta_dir = hub_fetch.staging_dir(folder)
+    if not any(p.is_file() and ".cache" not in p.relative_to(meta_dir).parts for p in meta_dir.rglob("*")):
+        import shutil
+
+        # done: the library's bookkeeping goes too, with what a killed run of huggingface_hub 2.x left behind
+        # (its temporary files are per attempt, never resumed); the files are fetched in order, so no later
+        # file's partial download is in there yet
+        shutil.rmtree(meta_dir, ignore_errors=True)
+
+
 def _download_files(label: str, items: list, progress: Optional[Progress], should_stop: Callable[[], bool],
                     missing: str) -> None:
     """Fetch ``items`` — ``(url, folder, ModelFile)`` — one after the other, progress over all of them."""
     if offline():
         raise ModelOffline(f"{label} is not downloaded and downloads are off (HF_HUB_OFFLINE is set)", missing)
-    try:
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    lib = hub_fetch.available()
+    hub_parts = [hub_fetch.split_url(url, endpoint) if lib else None for url, _folder, _f in items]
+    try:  # the hub's HEAD (X-Linked-Etag/-Size, as hf_hub_download reads them) with our 4 s timeout: the
+        # library's own retries on a server that is down take 20 s and more (huggingface_hub 0.36)
         metas = [_head(url) for url, _folder, _f in items]
     except urllib.error.HTTPError as exc:
         raise UserError(f"{exc.url or items[0][0]} answered {exc.code} {exc.reason}", missing) from None
@@ -339,7 +398,7 @@ def _download_files(label: str, items: list, progress: Optional[Progress], shoul
                            missing) from None
     total = sum(m["size"] or f.size for (_u, _d, f), m in zip(items, metas))
     state = {"done": 0}
-    for (url, folder, f), meta in zip(items, metas):
+    for (url, folder, f), meta, hub in zip(items, metas, hub_parts):
         algo, digest = _expected_hash(f, meta)
 
         def on_bytes(n: int, name=f.name) -> None:
@@ -347,6 +406,12 @@ def _download_files(label: str, items: list, progress: Optional[Progress], shoul
             if progress:
                 progress({"model": label, "file": name, "done": state["done"], "total": total})
 
+        if should_stop():
+            raise Cancelled("download cancelled (the partial file is kept and resumes next time)")
+        if hub:
+            _fetch_with_library(hub, url, folder, f, meta, (algo, digest), label, missing, on_bytes, should_stop,
+                                endpoint)
+            continue
         part = _part(folder, f)
         try:
             _fetch(url, part, {"url": url, "hash": digest, "size": meta["size"]}, on_bytes, should_stop)
@@ -355,21 +420,11 @@ def _download_files(label: str, items: list, progress: Optional[Progress], shoul
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # lost midway: .part resumes
             raise ModelOffline(f"download of {f.name} for {label} broke off ({getattr(exc, 'reason', exc)}); "
                                f"run it again to resume", missing) from None
-        got = part.stat().st_size
-        if meta["size"] and got != meta["size"]:
-            part.unlink()
-            raise UserError(f"{f.name} of {label}: got {got} bytes, the server announced {meta['size']}",
-                            "run the download again")
-        if algo:
-            actual = file_hash(part, algo)
-            if actual != digest:
-                part.unlink()
+        try:
+            _check_and_move(part, folder / f.name, f, meta, (algo, digest), label, missing)
+        finally:
+            if not part.exists():  # moved into place, or deleted as wrong: its resume record goes too
                 part.with_suffix(".part.json").unlink(missing_ok=True)
-                raise UserError(f"{f.name} of {label} is corrupt: its {algo} is {actual}, the published one is "
-                                f"{digest}; the file was deleted",
-                                f"run the download again; if it fails again, {missing}")
-        os.replace(part, folder / f.name)
-        part.with_suffix(".part.json").unlink(missing_ok=True)
 
 
 def ensure(model_id: str, progress: Optional[Progress] = None,

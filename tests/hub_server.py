@@ -6,6 +6,9 @@ blob sha1; an LFS file answers 302 to its CDN address with ``X-Linked-Etag`` = i
 carries ``X-Repo-Commit``. Plain files (rembg's GitHub release) are at ``/release/{name}``, redirected as
 GitHub does (no size, no hash); ``/api/models/{repo}/revision/{rev}`` lists a repository's files
 (``siblings``); ``cdn`` puts the redirects' target on another origin.
+That is what ``huggingface_hub``'s ``hf_hub_download`` reads in both profiles (0.36 and 2.x: the HEAD's
+``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size``, ``ETag`` and ``Location``, then the CDN with ``Range``);
+``agents`` records each request's User-Agent (which client fetched the bytes).
 ``drop_after`` makes the next GET of a file send that many bytes and then drop the connection; ``slow``
 paces every body (a download that can be killed midway).
 """
@@ -29,6 +32,7 @@ class HubDouble:
         self.cdn = ""                                        # another origin for the LFS redirects ("" = this one)
         self.requests: list[tuple[str, str, str]] = []      # (method, path, Range header)
         self.auth: list[tuple[str, str]] = []               # (path, Authorization header) of every request
+        self.agents: list[tuple[str, str, str]] = []        # (method, path, User-Agent) of every request
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -83,6 +87,7 @@ class HubDouble:
             def _answer(self, head: bool):
                 hub.requests.append((self.command, self.path, self.headers.get("Range", "")))
                 hub.auth.append((self.path, self.headers.get("Authorization", "")))
+                hub.agents.append((self.command, self.path, self.headers.get("User-Agent", "")))
                 if self._api():
                     return
                 key, front = self._find()

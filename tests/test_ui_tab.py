@@ -385,7 +385,13 @@ def test_the_webui_settings_choose_the_proposed_tagger_and_background(tmp_path, 
     from lora_trainer.prepare.background import rembg_available
 
     _, default, _ = step_tag.tagger_choices()
-    assert default == "toy"                                               # no host here: the toy tagger first
+    assert default == "wd-vit-tagger-v3"    # no host here: the WD v3 tagger, downloadable beside the choice
+    info = [{"name": n, "available": True, "reason": ""} for n in ("none", "toy", "deepbooru", "wd-vit-tagger-v3")]
+    assert step_tag.propose_tagger(info) == "deepbooru"                   # a host with Deepbooru
+    assert step_tag.propose_tagger(info[:2] + info[3:], "deepbooru") == "wd-vit-tagger-v3"  # Forge Neo: none
+    assert step_tag.propose_tagger(info, "toy") == "toy"
+    assert step_tag.tagger_choices(toy_model=True)[1] == "toy"            # the embedded toy model: its tagger
+    assert step_tag.propose_tagger(info[:2] + info[3:], toy_model=True) == "toy"
     assert step_tag.tagger_choices(preferred="none")[1] == "none"
     assert step_tag.tagger_choices(preferred="deepbooru")[1] == default   # unavailable: the built-in order
     if not rembg_available()[0]:
@@ -489,3 +495,48 @@ def test_the_optimizer_option_says_where_adamw8bit_falls_back(svc, tab):
         assert zh.endswith("AdamW8bit 在 cpu 上会退回 AdamW"), zh
     else:
         assert props["label"] == "Optimizer"
+
+
+def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path, monkeypatch):
+    """The proposed WD v3 tagger's files are missing: a Download button is shown beside the choice; its
+    handler runs the store download as a job against a real hub double (HF_ENDPOINT), with progress, and
+    ends with the files on disk and the button hidden. Choosing a model that needs nothing hides it too."""
+    import hashlib
+
+    from hub_server import HubDouble
+    from lora_trainer import model_store
+
+    hub = HubDouble()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("LORA_TRAINER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    monkeypatch.setattr(model_store, "HOST_MODELS_DIR", [])
+    vit = "wd-vit-tagger-v3"
+    model = hashlib.shake_256(b"tab model").digest(300_000)
+    hub.add_hub(f"SmilingWolf/{vit}", "model.onnx", model)
+    hub.add_hub(f"SmilingWolf/{vit}", "selected_tags.csv", b"tag_id,name,category,count\n0,a,0,1\n", lfs=False)
+    s = Service(tmp_path / "ws", StandaloneModels(base_model="someone/sd-model", device="cpu"))  # not the toy
+    try:
+        blocks = build_tab(s, {"host": "test"})
+        parts_of(blocks)["ctx"].poll = 0.02
+        tag = parts_of(blocks)["steps"]["tag"]
+        assert component(blocks, "lt-tag-tagger")["props"]["value"] == vit
+        assert component(blocks, "lt-tag-tagger-download")["props"]["visible"] is True
+        show = next(fn for fn, dep in handlers(blocks, tag["tagger"], "change")
+                    if tag["download"]._id in dep["outputs"])
+        assert show("toy")["visible"] is False and show(vit)["visible"] is True
+        outs = list(handler(blocks, tag["download"])(vit))
+        assert len(outs) >= 2 and outs[-1][1]["visible"] is False, outs[-1][2]
+        assert "Downloaded" in text(outs[-1][2]) and "lt-progress" in outs[-1][0]
+        assert (model_store.find(vit) / "model.onnx").read_bytes() == model
+        refresh = followers(blocks, tag["download"])[0][0]
+        assert refresh(vit)["value"] == vit
+        assert show(vit)["visible"] is False
+        prep = parts_of(blocks)["steps"]["prepare"]
+        show_bg = next(fn for fn, dep in handlers(blocks, prep["controls"]["background"], "change")
+                       if prep["download"]._id in dep["outputs"])
+        assert show_bg("u2netp")["visible"] is True and show_bg("none")["visible"] is False
+    finally:
+        s.runner.shutdown()
+        hub.close()

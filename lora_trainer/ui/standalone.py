@@ -85,7 +85,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", default="lora_trainer_workspace", metavar="DIR",
                    help="folder holding the projects (default: ./lora_trainer_workspace)")
     p.add_argument("--base-model", metavar="PATH", default=None,
-                   help="diffusers folder or .safetensors checkpoint (default: the embedded toy model)")
+                   help="diffusers folder, .safetensors checkpoint, hub repository id (owner/name[@revision]) "
+                        "or URL of a .safetensors file, downloaded into the cache on first use (default: the "
+                        "embedded toy model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--lang", default="en", choices=("en", "zh_CN"), help="language of the tab (default: en)")
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 from ..prepare.config import PrepareConfig
 from . import controls as C
+from . import model_download
 from .common import Ctx, _md, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
 
 SKIP = ("tagger", "trigger")
@@ -112,6 +113,7 @@ def build(ctx: Ctx) -> dict:
         gr.Markdown(t(note, **fmt), elem_id="lt-prepare-note", elem_classes=["lt-note"])
         ctrls = C.grouped_controls(PrepareConfig, t, ctx.tips, "lt-prepare", values, open_groups=("crop", "background"),
                                    skip=SKIP)
+        dl = model_download.build(ctx, "lt-prepare-background", values.get("background"))  # a missing model
         with gr.Row():
             run_btn = gr.Button(t("Crop and clean"), variant="primary",
                                 elem_id=ctx.tip("lt-prepare-run", "Process the project's images into its dataset folder"))
@@ -121,7 +123,7 @@ def build(ctx: Ctx) -> dict:
         report = gr.Markdown("", elem_id="lt-prepare-report")
         pics = gr.Gallery(label=t("Before · after"), columns=6, height="auto", elem_id="lt-prepare-gallery")
     return {"controls": ctrls, "run": run_btn, "cancel": cancel_btn, "progress": progress, "msg": msg,
-            "report": report, "gallery": pics}
+            "report": report, "gallery": pics, **dl}
 
 
 def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
@@ -129,6 +131,7 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     inputs = [ctx.project] + [parts["controls"][n] for n in names()]
     parts["run_event"] = parts["run"].click(guard_gen(4, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
     wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
+    model_download.wire(ctx, parts, parts["controls"]["background"], parts["msg"], lambda n: n)
 
 
 def on_project(ctx: Ctx, parts: dict):

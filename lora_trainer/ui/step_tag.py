@@ -1,8 +1,9 @@
 """Step 3 · Auto-tag: ``Service.autotag`` over the project's dataset folder, captions shown beside images.
 
 The tagger list comes from ``tagging.registry.describe_taggers`` (the WebUI adapter adds Deepbooru and CLIP),
-each marked when it cannot run here and why, so a missing model is said at once and never hangs. Proposed:
-the host's Deepbooru, else the toy tagger on the embedded toy model, else WD14 when its files are there.
+each marked when it cannot run here and why, so a missing model is said at once and never hangs. Proposed
+(``propose_tagger``): the host's Deepbooru, else the toy tagger on the toy model, else the WD v3 ViT tagger;
+a Download button beside the choice fetches a store model whose files are missing (``model_download``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from typing import Optional
 
 from ..prepare.config import TagConfig
 from . import controls as C
+from . import model_download
 from .common import EN, Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
 
 KINDS = ("tag",)
 OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
 
 
-def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[list, str, list[str]]:
+def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None, toy_model: bool = False
+                   ) -> tuple[list, str, list[str]]:
     """(dropdown choices as (label, name), the proposed name, notes about the unavailable ones).
 
-    ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else the host's
-    Deepbooru, the toy tagger, WD14, in that order."""
+    ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else
+    ``propose_tagger``'s order."""
     from ..tagging.registry import describe_taggers
 
     info = describe_taggers(cfg)
@@ -31,10 +34,33 @@ def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[lis
         choices.append((label, d["name"]))
         if not d["available"]:
             notes.append(f"{d['name']}: {d['reason']}")
+    return choices, propose_tagger(info, preferred, toy_model), notes
+
+
+DEFAULT_TAGGER = "wd-vit-tagger-v3"
+
+
+def on_toy_model(service) -> bool:
+    """Whether the service trains the embedded toy model (standalone without ``--base-model``)."""
+    return getattr(service.models, "base_model", "") is None
+
+
+def propose_tagger(info: list[dict], preferred: Optional[str] = None, toy_model: bool = False) -> str:
+    """The tagger the tab proposes, from ``describe_taggers``: the setting's when available, else the host's
+    Deepbooru, else the toy tagger on the embedded toy model (it knows the toy world's words), else the WD v3
+    ViT tagger — even when its files are missing, since the Download button beside the choice fetches them
+    (standalone on a user's model, and hosts without Deepbooru such as Forge Neo) — else toy, wd14."""
     ok = [d["name"] for d in info if d["available"]]
-    order = ((preferred,) if preferred else ()) + ("deepbooru", "toy", "wd14")
-    proposed = next((n for n in order if n in ok), next(iter(ok[1:]), "none"))
-    return choices, proposed, notes
+    known = {d["name"] for d in info}
+    if preferred and preferred in ok:
+        return preferred
+    if "deepbooru" in ok:
+        return "deepbooru"
+    if toy_model and "toy" in ok:
+        return "toy"
+    if DEFAULT_TAGGER in known:
+        return DEFAULT_TAGGER
+    return next((n for n in ("toy", "wd14") if n in ok), next(iter(ok[1:]), "none"))
 
 
 def captions(service, project: Optional[str]) -> list:
@@ -76,7 +102,8 @@ def build(ctx: Ctx) -> dict:
     import gradio as gr
 
     t = ctx.t
-    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"))
+    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"),
+                                              toy_model=on_toy_model(ctx.service))
     with gr.Column(elem_id="lt-tag"):
         gr.Markdown(t("Write a caption of tags for every image; the trigger word goes first."),
                     elem_classes=["lt-help"])
@@ -85,6 +112,7 @@ def build(ctx: Ctx) -> dict:
                                  elem_id=ctx.tip("lt-tag-tagger", C.field_meta_help(TagConfig, "tagger")))
             trigger = gr.Textbox(label=t("Trigger"), elem_id=ctx.tip("lt-tag-trigger",
                                                                      C.field_meta_help(TagConfig, "trigger")))
+        dl = model_download.build(ctx, "lt-tag-tagger", proposed)  # beside the choice: a missing WD v3 model
         if notes:
             gr.Markdown("\n".join(f"- {n}" for n in notes), elem_id="lt-tag-note", elem_classes=["lt-note"])
         with gr.Accordion(t("Tagging"), open=False, elem_id="lt-tag-group-tagging"):
@@ -100,7 +128,7 @@ def build(ctx: Ctx) -> dict:
         msg = gr.Markdown("", elem_id="lt-tag-msg", elem_classes=["lt-msg"])
         pics = gr.Gallery(label=t("Images and captions"), columns=6, height="auto", elem_id="lt-tag-gallery")
     return {"tagger": tagger, "trigger": trigger, "controls": ctrls, "run": run_btn, "cancel": cancel_btn,
-            "progress": progress, "msg": msg, "gallery": pics}
+            "progress": progress, "msg": msg, "gallery": pics, **dl}
 
 
 def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
@@ -108,6 +136,14 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     inputs = [ctx.project, parts["tagger"], parts["trigger"]] + [parts["controls"][n] for n in OPTION_NAMES]
     parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
     wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
+    model_download.wire(ctx, parts, parts["tagger"], parts["msg"], lambda n: refreshed_choice(ctx, n))
+
+
+def refreshed_choice(ctx: Ctx, name: str):
+    """The tagger dropdown after a download: its labels say the model is available now."""
+    import gradio as gr
+
+    return gr.update(choices=tagger_choices(ctx.t, preferred=ctx.host.get("default_tagger"))[0], value=name)
 
 
 def on_project(ctx: Ctx, parts: dict):
