@@ -34,12 +34,22 @@ def api(tmp_path):
     service.runner.shutdown()
 
 
+def flat_routes(routes):
+    """The app's routes, with an included router's own routes in its place (newer FastAPI wraps one)."""
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield r
+
+
 def body_routes(app, prefix: str) -> list:
     """(method, url) of every route of ours whose handler takes a JSON body, path parameters filled in."""
     from fastapi.routing import APIRoute
 
     out = []
-    for r in app.routes:
+    for r in flat_routes(app.routes):
         if not isinstance(r, APIRoute) or not r.path.startswith(prefix) or r.body_field is None:
             continue
         url = r.path[len(prefix):].replace("{name}", "p").replace("{job_id}", "nojob")

@@ -142,6 +142,8 @@ def api(tmp_path):
     (p / "dataset" / "30_zkw" / "ok.png").write_bytes(_png())
     (p / "dataset" / "30_zkw" / "ok.txt").write_text("zkw, red")
     os.symlink(out / "secret.png", p / "dataset" / "30_zkw" / "leak.png")
+    (p / "dataset" / "30_zkw" / "ok2.png").write_bytes(_png())
+    os.symlink(out / "secret.txt", p / "dataset" / "30_zkw" / "ok2.txt")     # a caption leading out
     (p / "output" / "ok.safetensors").write_bytes(b"not really a lora")
     os.symlink(out / "secret.txt", p / "output" / "evil.safetensors")
     job = svc.runner.submit("test", lambda ctx: {"ok": True}, config={"project": "p"}, parent=p / "jobs")
@@ -215,6 +217,8 @@ def cases(job: str) -> dict:
     table[("POST", "/projects/{name}/generate")] += [
         ("/projects/p/generate", {"json": {"prompts": ["a"], "lora": "evil.safetensors"}}, refused),
         ("/projects/p/generate", {"json": {"prompts": ["a <lora:evil:1>"]}}, refused)]
+    table[("GET", "/projects/{name}/captions")] += [("/projects/p/captions", {}, listing_without(
+        "leak.png", key="image", field="images"))]  # (and ok2's linked caption is not read: no SECRET)
     table[("GET", "/projects/{name}/outputs")] += [("/projects/p/outputs", {}, listing_without("evil.safetensors",
                                                                                              field="files"))]
     table.update({
@@ -251,9 +255,19 @@ def cases(job: str) -> dict:
     return table
 
 
+def flat_routes(routes):
+    """The app's routes, with an included router's own routes in its place (newer FastAPI wraps one)."""
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield r
+
+
 def router_routes(app, prefix: str) -> set:
     out = set()
-    for r in app.routes:
+    for r in flat_routes(app.routes):
         path = getattr(r, "path", "")
         if not path.startswith(prefix + "/") or "{rest" in path or path.startswith(prefix + "/openapi") \
                 or path.startswith(prefix + "/docs"):

@@ -154,7 +154,8 @@ def launch(app, host: str, port: Optional[int], workspace: str, block: bool = Tr
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; any other needs --auth)")
     p.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
     p.add_argument("--workspace", default="lora_trainer_workspace", metavar="DIR",
                    help="folder holding the projects (default: ./lora_trainer_workspace)")
