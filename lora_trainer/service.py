@@ -149,7 +149,7 @@ class Service:
         dataset = self.dataset_dir(name)
         info["dataset_dir"] = str(dataset)
         info["dataset_images"] = _count_images(dataset)
-        info["outputs"] = [f.name for f in paths.entries(p.output, [self.workspace], "*.safetensors")]
+        info["outputs"] = [f.name for f in paths.entries(p.output, pattern="*.safetensors")]
         return info
 
     def update_project(self, name: str, **fields: Any) -> dict:
@@ -194,7 +194,8 @@ class Service:
     def images(self, name: str, where: str = "dataset") -> list[str]:
         folder = self.image_folder(name, where)
         exts = _image_exts(where)
-        return [f.name for f in paths.entries(folder, [self.workspace])
+        # (a link leading out of the folder is not listed: listed means downloadable, as get_image checks)
+        return [f.name for f in paths.entries(folder)
                 if f.suffix.lower() in exts and not f.name.endswith(".mask.png")]
 
     def delete_image(self, name: str, image: str, where: str = "dataset") -> None:
@@ -400,7 +401,7 @@ class Service:
     def outputs(self, name: str) -> list[dict]:
         p = self.project(name)
         return [{"name": f.name, "bytes": f.stat().st_size, "modified": f.stat().st_mtime}
-                for f in paths.entries(p.output, [self.workspace], "*.safetensors")]
+                for f in paths.entries(p.output, pattern="*.safetensors")]
 
     def output_path(self, name: str, file: str) -> Path:
         p = self.project(name)

@@ -323,6 +323,7 @@ def test_the_standalone_tab_does_not_serve_a_link_leading_out(tmp_path, monkeypa
     out = make_outside(tmp_path)
     ws = tmp_path / "ws"
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-tmp"))
     service = standalone.make_service(str(ws))
     service.create_project("p", trigger="zkw")
     (ws / "p" / "source" / "ok.png").write_bytes(_png())
@@ -337,6 +338,10 @@ def test_the_standalone_tab_does_not_serve_a_link_leading_out(tmp_path, monkeypa
         wsr = ws.resolve()
         ok = httpx.get(f"{url}/file={wsr}/p/project.json", timeout=30)
         assert ok.status_code == 200 and b'"trigger"' in ok.content, ok.text   # the route itself works
+        tmp_copy = standalone.gradio_temp_dir() / "lt-test" / "copy.png"   # gradio's own copies still served
+        tmp_copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp_copy.write_bytes(_png())
+        assert httpx.get(f"{url}/file={tmp_copy}", timeout=30).status_code == 200
         for target in (f"{wsr}/leak.txt", f"{wsr}/p/source/leak.png", f"{wsr}/outdir/secret.txt",
                        "ws/leak.txt", "ws/outdir/secret.png", "cwd-leak.txt", str(out / "secret.txt")):
             for route in ("/file=", "/file/"):
