@@ -339,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Folders a command reads or writes, by argparse name. A command works inside the folder it was given: a
+# symbolic link under it leading out (a photo, a jobs/ folder) is refused before anything runs (exit 2).
+PATH_ARGS = {"data": "--data", "input": "--input", "output_dir": "--output-dir"}
+
+
+def check_path_args(args: argparse.Namespace) -> None:
+    from . import paths
+
+    for attr, flag in PATH_ARGS.items():
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and value and Path(value).is_dir():
+            paths.check_tree(Path(value), flag)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -348,6 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log_file = Path(os.environ.get("LORA_TRAINER_LOG") or Path(tempfile.gettempdir()) / "lora_trainer.log")
     _setup_logging(log_file)
     try:
+        check_path_args(args)
         from .model_files import check_model_args
 
         check_model_args(args)  # --base-model / --lora files: a bad one is named before any model loads

@@ -96,7 +96,39 @@ def strict_model_base() -> type:
         class StrictModel(BaseModel):  # type: ignore[no-redef]
             class Config:
                 extra = "forbid"
+
+            @classmethod
+            def validate(cls, value: Any) -> Any:
+                # pydantic 1 builds a model from anything dict() takes: [] became {} (a job with defaults)
+                if not isinstance(value, (dict, cls)):
+                    raise TypeError("value is not a JSON object")
+                return super().validate(value)
     return StrictModel
+
+
+def strict_float(**bounds: Any) -> type:
+    """A float field that takes JSON numbers only (ints too), never strings or booleans: pydantic 1's
+    ``confloat`` turns ``"1e-4"`` and ``true`` into floats, and its ``strict=True`` refuses ints. ``bounds``:
+    ``ge``/``le``/... as ``confloat`` takes them."""
+    from pydantic import confloat
+
+    if pydantic_major() >= 2:
+        return confloat(strict=True, **bounds)  # pydantic 2's strict float still takes an int
+
+    base = confloat(**bounds)
+
+    def number_only(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError("value is not a number")
+        return v
+
+    class StrictNumber(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def __get_validators__(cls):
+            yield number_only
+            yield from super().__get_validators__()
+
+    return StrictNumber
 
 
 def validation_errors(exc: Any) -> list:

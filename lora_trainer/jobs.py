@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import paths
 from .errors import Cancelled, UserError
 from .workspace import json_safe, write_json
 
@@ -164,6 +165,8 @@ class JobRunner:
     # ---- internals -------------------------------------------------------------------------------
     def _load_from_disk(self) -> None:
         for state_file in sorted(self.root.glob(self.pattern)):
+            if paths.leads_out(state_file, [self.root]):  # a job folder linked from elsewhere is not ours
+                continue
             try:
                 st = json.loads(state_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):

@@ -184,7 +184,11 @@ def refuse_pickle(path: PathLike, flag: str = "--base-model") -> None:
 
 def check_base_model(path: PathLike, flag: str = "--base-model") -> str:
     """``diffusers`` for a complete diffusers folder, the family (``sd1``/``sd2``) of a whole SD single-file
-    checkpoint; a one-line UserError naming the file otherwise."""
+    checkpoint, ``remote`` for a hub id or URL (not fetched here); a one-line UserError naming the file otherwise."""
+    from .model_store import is_remote_base
+
+    if isinstance(path, str) and is_remote_base(path):
+        return "remote"  # a hub id or URL: checked once the store has it (models.load_backend)
     path = Path(path)
     refuse_pickle(path, flag)
     if not path.exists():

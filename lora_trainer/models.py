@@ -33,11 +33,12 @@ def load_backend(base_model: Optional[str], device: torch.device):
         from .model_files import check_base_model
         from .training.diffusers_backend import DiffusersBackend, require_diffusers
 
-        check_base_model(base_model)  # a bad file is named at once, before the diffusers check and any loading
-        require_diffusers()
-        from .model_store import resolve_base_model, tqdm_progress  # a hub id or URL: from the cache
+        if check_base_model(base_model) == "remote":  # a bad local file is named at once, before any loading
+            from .model_store import resolve_base_model, tqdm_progress  # a hub id or URL: into the cache
 
-        base_model = resolve_base_model(base_model, tqdm_progress(f"base model {base_model}"))
+            base_model = resolve_base_model(base_model, tqdm_progress(f"base model {base_model}"))
+            check_base_model(base_model)  # what arrived is checked like a local file
+        require_diffusers()
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         return DiffusersBackend.load(Path(base_model), device=device, dtype=dtype), None
     try:

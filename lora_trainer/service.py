@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from . import paths
 from .config import TrainConfig, dump_toml, from_dict, load_file, sanitize_name, to_dict
 from .errors import UserError
 from .jobs import JobContext, JobRunner
@@ -116,16 +116,24 @@ class Service:
         if not PROJECT_NAME.match(name or ""):
             raise UserError(f"invalid project name {name!r}",
                             f"use ASCII letters, digits, . _ - (e.g. {sanitize_name(name or 'project')!r})")
-        p = Project(self.workspace, name)
+        p = self._confined(Project(self.workspace, name))
         if not (p.root / "project.json").is_file():
             raise UserError(f"no project named {name!r}", "create it first")
+        return p
+
+    def _confined(self, p: Project) -> Project:
+        """``p`` if neither its folder nor its standard subfolders lead out of the workspace (a symlinked
+        project would make every step read and write there); ``paths.PathRefused`` (403) otherwise."""
+        for folder in [p.root] + [p.root / sub for sub in Project.SUBFOLDERS]:
+            paths.confine(folder, [self.workspace], f"project {p.name!r}:",
+                          hint="move the project's folder into the workspace, or remove the link")
         return p
 
     def create_project(self, name: str, trigger: str = "", repeats: int = 30) -> dict:
         if not PROJECT_NAME.match(name or ""):
             raise UserError(f"invalid project name {name!r}",
                             f"use ASCII letters, digits, . _ - (e.g. {sanitize_name(name or 'project')!r})")
-        p = Project(self.workspace, name)
+        p = self._confined(Project(self.workspace, name))
         if (p.root / "project.json").exists():
             raise UserError(f"project {name!r} already exists", "pick another name or open it")
         p.create()
@@ -135,8 +143,9 @@ class Service:
 
     def projects(self) -> list[dict]:
         out = []
-        for d in sorted(self.workspace.iterdir()):
-            if (d / "project.json").is_file():
+        for d in paths.entries(self.workspace):  # (a project folder linked from outside is not listed)
+            if PROJECT_NAME.match(d.name) and (d / "project.json").is_file() \
+                    and not any(paths.leads_out(d / sub, [self.workspace]) for sub in Project.SUBFOLDERS):
                 out.append(self.project_info(d.name))
         return out
 
@@ -147,7 +156,7 @@ class Service:
         dataset = self.dataset_dir(name)
         info["dataset_dir"] = str(dataset)
         info["dataset_images"] = _count_images(dataset)
-        info["outputs"] = sorted(f.name for f in p.output.glob("*.safetensors"))
+        info["outputs"] = [f.name for f in paths.entries(p.output, pattern="*.safetensors")]
         return info
 
     def update_project(self, name: str, **fields: Any) -> dict:
@@ -162,7 +171,7 @@ class Service:
         if self.runner.running() and any(s["config"].get("project") == name for s in self.runner.list()
                                          if s["status"] == "running"):
             raise UserError(f"project {name!r} has a running job", "cancel it first")
-        shutil.rmtree(p.root)
+        paths.remove_tree(p.root, [self.workspace], f"project {name!r}")  # a link inside: only the link goes
 
     def dataset_dir(self, name: str) -> Path:
         """The kohya folder ``dataset/<repeats>_<trigger or name>`` the training step reads."""
@@ -173,6 +182,7 @@ class Service:
         existing = sorted(d for d in p.dataset.iterdir() if d.is_dir() and parse_kohya_dirname(d.name)) \
             if p.dataset.is_dir() else []
         if existing:
+            paths.confine(existing[0], [self.workspace], "the dataset folder")
             return existing[0]
         return p.dataset / f"{info.get('repeats', 30)}_{sanitize_name(info.get('trigger') or name)}"
 
@@ -196,12 +206,13 @@ class Service:
     def images(self, name: str, where: str = "dataset") -> list[str]:
         folder = self.image_folder(name, where)
         exts = _image_exts(where)
-        return sorted(f.name for f in folder.glob("*") if f.suffix.lower() in exts
-                      and not f.name.endswith(".mask.png")) if folder.is_dir() else []
+        # (a link leading out of the folder is not listed: listed means downloadable, as get_image checks)
+        return [f.name for f in paths.entries(folder)
+                if f.suffix.lower() in exts and not f.name.endswith(".mask.png")]
 
     def delete_image(self, name: str, image: str, where: str = "dataset") -> None:
         folder = self.image_folder(name, where)
-        target = (folder / image).resolve()
+        target = paths.child(folder, image, "image")
         if target.parent != folder.resolve() or not target.is_file():
             raise UserError(f"no image {image!r} in the project's {where}", "list the images first")
         from .prepare.importer import thumbnail_path
@@ -372,7 +383,7 @@ class Service:
             raise UserError(f"unknown sampler {sampler!r}", "choose one of: " + ", ".join(self.samplers()))
         lora_path = None
         if lora:
-            lora_path = (p.output / lora).resolve()
+            lora_path = paths.child(p.output, lora, "LoRA file")
             if lora_path.parent != p.output.resolve() or not lora_path.is_file():
                 raise UserError(f"no LoRA file {lora!r} in the project", "list the outputs first")
             from .model_files import check_lora
@@ -450,11 +461,11 @@ class Service:
     def outputs(self, name: str) -> list[dict]:
         p = self.project(name)
         return [{"name": f.name, "bytes": f.stat().st_size, "modified": f.stat().st_mtime}
-                for f in sorted(p.output.glob("*.safetensors"))]
+                for f in paths.entries(p.output, pattern="*.safetensors")]
 
     def output_path(self, name: str, file: str) -> Path:
         p = self.project(name)
-        target = (p.output / file).resolve()
+        target = paths.child(p.output, file, "output file")
         if target.parent != p.output.resolve() or not target.is_file():
             raise UserError(f"no output file {file!r}", "list the outputs first")
         return target
@@ -483,7 +494,5 @@ def _image_exts(where: str) -> tuple:
 
 
 def _count_images(folder: Path, where: str = "dataset") -> int:
-    if not folder.is_dir():
-        return 0
     exts = _image_exts(where)
-    return sum(1 for f in folder.iterdir() if f.suffix.lower() in exts and not f.name.endswith(".mask.png"))
+    return sum(1 for f in paths.entries(folder) if f.suffix.lower() in exts and not f.name.endswith(".mask.png"))

@@ -98,6 +98,8 @@ def leftover_temp_files(folder: str | os.PathLike) -> list[Path]:
 class Project:
     """A LoRA project in the workspace: ``<workspace>/<name>/`` with source/, dataset/, jobs/, output/."""
 
+    SUBFOLDERS = ("source", "dataset", "jobs", "output", "cache")  # (cache/: the tab's thumbnails)
+
     def __init__(self, workspace: str | os.PathLike, name: str):
         self.root = Path(workspace) / name
         self.name = name

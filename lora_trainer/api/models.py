@@ -13,14 +13,21 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import BaseModel, Field, confloat, conint, constr, create_model
+from pydantic import BaseModel, Field, StrictBool, conint, constr, create_model
 
-from ..compat import model_dump, strict_model_base
+from ..compat import model_dump, strict_float, strict_model_base
 from ..config import TrainConfig
 from ..prepare.config import PrepareConfig, TagConfig
 from .security import ApiError
 
-Strict = strict_model_base()
+Strict = strict_model_base()  # unknown fields refused; a body or nested object that is not a JSON object too
+
+
+def Str(**kw: Any) -> Any:
+    """A string field that takes JSON strings only: ``5`` is refused, not turned into ``"5"``."""
+    return constr(strict=True, **kw)
+
+
 # Fields holding server-side paths: confined to the server's roots before use (security.Roots).
 PATH_FIELDS = {"PrepareConfig": ("face_model", "boxes", "model_path"), "TagConfig": ("model_dir",)}
 MAX_TEXT = 4000
@@ -39,14 +46,14 @@ def _annotation(f: dataclasses.Field) -> Any:
     if "choices" in md:
         return Literal[tuple(md["choices"])]
     if kind == "bool":
-        return bool
+        return StrictBool
     if kind == "int":
         return conint(strict=True, **bounds)
     if kind == "float":
-        return confloat(**bounds)
+        return strict_float(**bounds)
     if kind == "list":
-        return List[float] if md.get("item", "float") == "float" else List[constr(max_length=MAX_TEXT)]
-    return constr(max_length=MAX_TEXT)
+        return List[strict_float()] if md.get("item", "float") == "float" else List[Str(max_length=MAX_TEXT)]
+    return Str(max_length=MAX_TEXT)
 
 
 def options_model(cls: type, name: str, base: type = None, exclude: Tuple[str, ...] = ()) -> type:
@@ -75,7 +82,7 @@ class EstimateOptions(TrainOptions):
         None, description="stop the probe here even if d·lr still rises (default: 600)")
     plateau_window: Optional[conint(strict=True, ge=2, le=1000)] = Field(
         None, description="steps d·lr must stay flat (default: 40)")
-    plateau_epsilon: Optional[confloat(ge=1e-6, le=1.0)] = Field(
+    plateau_epsilon: Optional[strict_float(ge=1e-6, le=1.0)] = Field(
         None, description="relative change allowed over the window (default: 0.03)")
     probe_resolution: Optional[conint(strict=True, ge=32, le=4096)] = Field(
         None, description="image size the probe trains at (default: the training resolution)")
@@ -120,8 +127,8 @@ def _non_finite(obj: Any, where: str = "") -> str:
 
 # --------------------------------------------------------------------------------------------- requests
 
-Name = constr(min_length=1, max_length=64)
-Text = constr(max_length=MAX_TEXT)
+Name = Str(min_length=1, max_length=64)
+Text = Str(max_length=MAX_TEXT)
 
 
 class ProjectCreate(Strict):
@@ -136,7 +143,7 @@ class ProjectUpdate(Strict):
 
 
 class ImportRequest(Strict):
-    path: constr(min_length=1, max_length=4096) = Field(
+    path: Str(min_length=1, max_length=4096) = Field(
         ..., description="a folder, image or zip on the server, inside one of its roots")
 
 
@@ -182,15 +189,15 @@ class SuggestionApply(Strict):
 class GenerateRequest(Strict):
     prompts: List[Text] = Field(..., description="prompts; '<lora:NAME:W>' picks output NAME.safetensors at "
                                                  "weight W when 'lora' is not given")
-    lora: Optional[constr(min_length=1, max_length=255)] = Field(
+    lora: Optional[Str(min_length=1, max_length=255)] = Field(
         None, description="a file name from the project's outputs (omit: the base model)")
-    weight: confloat(ge=-10.0, le=10.0) = 1.0
+    weight: strict_float(ge=-10.0, le=10.0) = 1.0
     negative: Text = ""
     seeds: List[conint(strict=True, ge=0, le=2**32 - 1)] = Field([0], description="one image per prompt and seed")
     steps: conint(strict=True, ge=1, le=150) = 20
-    cfg_scale: confloat(ge=0.0, le=30.0) = 7.0
+    cfg_scale: strict_float(ge=0.0, le=30.0) = 7.0
     size: conint(strict=True, ge=0, le=2048, multiple_of=8) = Field(0, description="image side (0: the model's)")
-    sampler: Optional[constr(min_length=1, max_length=64)] = Field(
+    sampler: Optional[Str(min_length=1, max_length=64)] = Field(
         None, description="a sampler name from GET /samplers (omit: the first, the default)")
 
 

@@ -94,6 +94,27 @@ def _body_limit(request: Request, limits: ApiLimits) -> Response | None:
     return None
 
 
+async def _not_an_object(request: Request) -> Response | None:
+    """422 for a JSON body that is not an object (``[]``, ``null``, ``"x"``, ``5``). FastAPI hands ``null``
+    to the route as "no body" (the defaults: a train route would start a job), and pydantic 1 builds a model
+    from ``[]``; neither is what the client meant."""
+    if request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form-urlencoded")):
+        return None
+    raw = await request.body()  # (cached on the request: the route reads the same bytes)
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None  # not JSON at all: FastAPI's own 422 says so
+    if isinstance(value, dict):
+        return None
+    kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "null" if value is None
+                                                                       else "a number")
+    return error_json(422, f"invalid request: the body must be a JSON object, not {kind}",
+                      "send {} (or no body) for the defaults; see the request models in the OpenAPI schema")
+
+
 def route_class(limits: ApiLimits) -> type:
     """An APIRoute subclass whose handler bounds the body and turns every exception into our JSON error."""
 
@@ -103,6 +124,8 @@ def route_class(limits: ApiLimits) -> type:
 
             async def handler(request: Request) -> Response:
                 refused = _body_limit(request, limits)
+                if refused is None and self.body_field is not None:
+                    refused = await _not_an_object(request)
                 if refused is not None:
                     return refused
                 try:

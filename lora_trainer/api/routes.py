@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from starlette.requests import Request
 from starlette.routing import Match
 
-from .. import __version__
+from .. import __version__, paths
 from ..jobs import CANCELLED, FAILED, INTERRUPTED, RUNNING
 from . import captions as C
 from . import models as M
@@ -49,6 +49,7 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         st = runner.get(job_id)
         if st is None:
             raise ApiError(404, f"no job {job_id!r}", "list the jobs first")
+        paths.confine(runner.job_dir(job_id), [runner.root], f"job {job_id!r}:")
         return st
 
     def job_info(st: dict) -> dict:
@@ -255,6 +256,8 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
                   status: Optional[str] = Query(None, max_length=32)):
         out = []
         for st in runner.list():
+            if paths.leads_out(runner.job_dir(st["id"]), [runner.root]):
+                continue
             if project is not None and (st.get("config") or {}).get("project") != project:
                 continue
             if status is not None and st["status"] != status:
@@ -311,7 +314,7 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         found = []
         for folder, prefix in ((root, ""), (root / "samples", "samples/")):
             if folder.is_dir():
-                for p in sorted(folder.iterdir()):
+                for p in paths.entries(folder, [root]):
                     if p.is_file() and not p.is_symlink() and p.suffix.lower() in JOB_FILE_EXTS \
                             and not p.name.startswith("."):
                         found.append(file_entry(p, f"{PREFIX}/jobs/{job_id}/files/{prefix}{p.name}"))

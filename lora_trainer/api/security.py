@@ -1,7 +1,8 @@
 """What keeps the HTTP API safe to leave running: path confinement, size limits, authentication.
 
 Why each piece exists:
-- **Roots.** A request may name a server-side path (a folder of photos to import, a face-detector or
+- **Roots.** (The rule itself is ``lora_trainer.paths``; this adds what only HTTP needs.) A request may
+  name a server-side path (a folder of photos to import, a face-detector or
   background model file). Every such path must resolve, symlinks followed, inside one of the configured
   roots (the workspace, ``serve --root DIR``). ``..`` is refused outright (even when it would stay inside),
   as are percent-encoded separators or dots: a JSON body never needs URL encoding, so ``%2e%2e%2f`` can
@@ -17,7 +18,6 @@ Why each piece exists:
   refuses to listen beyond the loopback interface without one.
 """
 
-import ipaddress
 import os
 import re
 import secrets
@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Optional, Sequence
 from urllib.parse import unquote
 
+from .. import paths
+from ..binding import check_binding, is_loopback  # noqa: F401 (is_loopback: re-exported)
 from ..errors import UserError
 
 PREFIX = "/lora-trainer/v1"  # every route of ours lives under it (WebUI extensions share one app)
@@ -97,15 +99,9 @@ def check_relative(rel: str, what: str = "file") -> PurePosixPath:
 
 
 def within(path: Path, folder: Path) -> Path:
-    """``path`` resolved (symlinks followed) if it lies inside ``folder`` (resolved); ApiError 404 otherwise.
-
-    404 rather than 403: a name that escapes a folder is, from the folder's point of view, not there.
-    """
-    target = path.resolve()
-    base = folder.resolve()
-    if target != base and base not in target.parents:
-        raise ApiError(404, f"{path.name!r} not found", "use a name exactly as the list route returns it")
-    return target
+    """``path`` resolved (symlinks followed) if it lies inside ``folder`` (resolved); 404 otherwise
+    (``paths.child``: a name that escapes a folder is, from the folder's point of view, not there)."""
+    return paths.child(folder, os.path.relpath(os.path.abspath(path), os.path.abspath(folder)))
 
 
 class Roots:
@@ -139,11 +135,7 @@ class Roots:
         lexical = Path(os.path.abspath(p if p.is_absolute() else self.absolute[0] / p))
         if not (self._inside(lexical, self.absolute) or self._inside(lexical, self.resolved)):
             raise ApiError(403, f"{what}: {raw!r} is outside the folders this server may use", self.hint)
-        resolved = lexical.resolve()
-        if not self._inside(resolved, self.resolved):
-            raise ApiError(403, f"{what}: {raw!r} leads outside the folders this server may use "
-                                f"(a symbolic link)", "copy the files under one of the server's roots")
-        return resolved
+        return paths.confine(lexical, self.resolved, what, 403, "copy the files under one of the server's roots")
 
 
 # --------------------------------------------------------------------------------------------- auth
@@ -158,25 +150,9 @@ def parse_api_auth(text: Optional[str]) -> list[tuple[str, str]]:
     return out
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; False for 0.0.0.0, :: and every other name."""
-    h = (host or "").strip().strip("[]").lower()
-    if h == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
 def check_serve_binding(host: str, token: Optional[str]) -> None:
     """``serve`` refuses a non-loopback ``--host`` without ``--token`` (anyone on the network could train)."""
-    if not is_loopback(host) and not token:
-        raise UserError(f"refusing to listen on {host} without a token: anyone who can reach it could use the API",
-                        "add --token SECRET (or set LORA_TRAINER_TOKEN), or keep --host 127.0.0.1")
-    if token is not None and len(token) < 8:
-        raise UserError("the token is too short", "use at least 8 characters (e.g. python -c 'import secrets; "
-                                                  "print(secrets.token_urlsafe())')")
+    check_binding(host, token, "a token", "--token SECRET (or set LORA_TRAINER_TOKEN)")
 
 
 def auth_dependency(auth: Optional[Sequence[tuple[str, str]]], token: Optional[str]):

@@ -35,10 +35,13 @@ def parse_kohya_dirname(name: str) -> Optional[tuple[int, str]]:
 
 
 def caption_file(image: Path) -> Optional[Path]:
-    """The caption file training reads for ``image``: ``.txt``, else ``.caption``; None when it has neither."""
+    """The caption file training reads for ``image``: ``.txt``, else ``.caption``; None when it has neither
+    (a caption that is a link leading out of the image's folder is not read: ``paths``)."""
+    from .. import paths
+
     for ext in CAPTION_EXTS:
         cap = image.with_suffix(ext)
-        if cap.is_file():
+        if cap.is_file() and not (cap.is_symlink() and paths.leads_out(cap, [image.parent])):
             return cap
     return None
 
@@ -90,11 +93,15 @@ def list_images(folder: Path) -> list[Path]:
 
 def read_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     """One listing of ``folder``: (the images training reads, the files it leaves out — ``UNREAD_EXTS``), each
-    sorted. Masks (``*.mask.png``) and hidden files are neither."""
+    sorted. Masks (``*.mask.png``) and hidden files are neither, nor a link leading out of ``folder`` (nothing
+    reads, tags or trains on a file through a link leading elsewhere: ``paths``)."""
+    from .. import paths
+
     images, left_out = [], []
     for p in folder.iterdir():
         ext = p.suffix.lower()
-        if p.name.startswith(".") or p.stem.endswith(".mask") or ext not in _LISTED_EXTS or not p.is_file():
+        if p.name.startswith(".") or p.stem.endswith(".mask") or ext not in _LISTED_EXTS or not p.is_file() \
+                or (p.is_symlink() and paths.leads_out(p, [folder])):
             continue
         (images if ext in IMAGE_EXTS else left_out).append(p)
     return sorted(images), sorted(left_out)

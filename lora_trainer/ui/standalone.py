@@ -4,7 +4,13 @@ The WebUI loads an extension's ``javascript/*.js`` and ``style.css`` by itself; 
 stylesheet becomes the page's ``css`` and each script is added to the document once the page has loaded
 (a load hook, ``_js`` in gradio 3 / ``js`` in 4). The tab is built first and rendered into the page, which is
 what the WebUI does with the Blocks ``on_ui_tabs`` returns. Listens on 127.0.0.1 unless told otherwise:
-the page can read and write the workspace, so exposing it is the user's explicit choice.
+the page can read and write the workspace, so any other address needs ``--auth USER:PASSWORD`` (gradio's
+login page), the same rule as ``serve``'s token (``binding.check_binding``).
+
+Gradio's ``/file=`` route serves files under the workspace (``allowed_paths``) and the working directory
+without resolving symbolic links, so a link in the workspace would hand out any file on the machine.
+``FileRouteGuard`` sits in front of it and answers 403 unless the file, links followed, lies in the
+workspace or gradio's own temporary folder (``paths.inside``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import Optional
 
 log = logging.getLogger("lora_trainer.ui")
 ROOT = Path(__file__).resolve().parents[2]   # the extension folder: javascript/ and style.css live there
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+AUTH_ENV = "LORA_TRAINER_UI_AUTH"
+FILE_ROUTES = ("/file=", "/file/")  # gradio 3.41: /file={path}, and the deprecated /file/{path}
 
 
 def assets(root: Path = ROOT) -> tuple[str, list[str]]:
@@ -70,17 +77,85 @@ def make_service(workspace: str, base_model: Optional[str] = None, device: Optio
                                                                   device=None if device in (None, "auto") else device))
 
 
-def launch(app, host: str, port: int, workspace: str, block: bool = True):
-    """Queue on (the steps stream progress from generators), then serve."""
+def gradio_temp_dir() -> Path:
+    """Where gradio keeps the copies it serves (gallery images, downloads, uploads)."""
+    import tempfile
+
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+class FileRouteGuard:
+    """ASGI middleware: a ``/file=`` request whose file, symlinks followed, is outside ``roots`` gets 403."""
+
+    def __init__(self, app, roots: list):
+        self.app = app
+        self.roots = roots
+
+    def allowed(self, target: str) -> bool:
+        from .. import paths
+
+        if target.startswith(("http://", "https://")):
+            return True  # gradio answers with a redirect; nothing is read here
+        p = Path(target)
+        return paths.inside(p if p.is_absolute() else Path.cwd() / p, self.roots)
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http":
+            path = scope.get("path", "")
+            for prefix in FILE_ROUTES:
+                if path.startswith(prefix) and not self.allowed(path[len(prefix):]):
+                    from starlette.responses import JSONResponse
+
+                    body = {"error": f"file not allowed: {path[len(prefix):]}",
+                            "hint": "only files inside the workspace are served (symbolic links leading out are not)"}
+                    await JSONResponse(body, status_code=403)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def parse_auth(text: Optional[str]) -> list[tuple[str, str]]:
+    """``USER:PASSWORD[,USER2:PASSWORD2]`` as gradio's ``auth`` pairs; UserError for a malformed item."""
+    from ..errors import UserError
+
+    pairs = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise UserError(f"--auth {item!r}: expected USER:PASSWORD", "e.g. --auth me:a-long-password")
+        pairs.append((user, password))
+    return pairs
+
+
+def check_ui_binding(host: str, auth: list) -> None:
+    """``ui`` refuses a non-loopback ``--host`` without ``--auth`` (anyone on the network could use the
+    workspace), and passwords shorter than 8 characters."""
+    from ..binding import check_binding
+
+    if not auth:
+        check_binding(host, None, "a password", f"--auth USER:PASSWORD (or set {AUTH_ENV})")
+    for _user, password in auth:
+        check_binding(host, password, "the --auth password", "--auth USER:PASSWORD")
+
+
+def launch(app, host: str, port: Optional[int], workspace: str, block: bool = True, auth: Optional[list] = None):
+    """Queue on (the steps stream progress from generators), then serve, ``/file=`` guarded."""
+    from starlette.middleware import Middleware
+
     from ..compat import queue_kw
 
+    ws = Path(workspace).expanduser().resolve()
     app.queue(**queue_kw(8))
     return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False,
-                      allowed_paths=[str(Path(workspace).expanduser().resolve())], prevent_thread_lock=not block)
+                      allowed_paths=[str(ws)], prevent_thread_lock=not block, auth=auth or None,
+                      app_kwargs={"middleware": [Middleware(FileRouteGuard, roots=[ws, gradio_temp_dir()])]})
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; any other needs --auth)")
     p.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
     p.add_argument("--workspace", default="lora_trainer_workspace", metavar="DIR",
                    help="folder holding the projects (default: ./lora_trainer_workspace)")
@@ -90,6 +165,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "embedded toy model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--lang", default="en", choices=("en", "zh_CN"), help="language of the tab (default: en)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", default=None,
+                   help=f"require this login (comma-separate several); needed for any --host other than "
+                        f"127.0.0.1 (default: ${AUTH_ENV})")
 
 
 def model_label(base_model: Optional[str]) -> str:
@@ -102,16 +180,15 @@ def model_label(base_model: Optional[str]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.host not in LOOPBACK:
-        print(f"warning: listening on {args.host}: anyone who can reach it can read and write "
-              f"{args.workspace}", file=sys.stderr)
+    auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
+    check_ui_binding(args.host, auth)
     service = make_service(args.workspace, args.base_model, args.device)
     host_info = {"lang": args.lang, "host": "standalone", "family": model_label(args.base_model)}
     app = page(service, host_info)
     print(f"LoRA Trainer on http://{args.host}:{args.port} (workspace {Path(args.workspace).resolve()})",
           file=sys.stderr)
     try:
-        launch(app, args.host, args.port, args.workspace, block=True)
+        launch(app, args.host, args.port, args.workspace, block=True, auth=auth)
     finally:
         service.runner.shutdown()
     return 0

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from typing import Optional
 
+from .. import paths
 from ..config import TrainConfig
 from . import controls as C
 from . import plots
@@ -163,7 +164,7 @@ def follow(ctx: Ctx, project: str, job: str):
                 img = plots.loss_plot(pts, ctx.t("loss"))
                 plot = img if img is not None else gr.update()
                 last_n, last_plot = len(pts), time.time()
-        samples = sorted((ctx.service.runner.job_dir(job) / "samples").glob("*.png"))
+        samples = paths.entries(ctx.service.runner.job_dir(job) / "samples", [ctx.service.workspace], "*.png")
         pics = gr.update(value=[(str(p), p.stem) for p in samples], visible=True) if samples else gr.update()
         if done:
             msg = done_text(st, ctx.t)
