@@ -32,13 +32,15 @@ HELP = {
     "host_copies": "test copies of this project's LoRA files in the WebUI's Lora folder (lora_trainer_tests/)",
 }
 
-_INTERMEDIATE = re.compile(r"^.+-(step\d+|\d+)$")
+_INTERMEDIATE = re.compile(r"^.+-(step\d{6,}|\d{6,})$")
 
 
-def is_intermediate(file_name: str) -> bool:
-    """``<name>-step000400.safetensors`` (a save fraction) or ``<name>-000002.safetensors`` (every N epochs)."""
-    stem = file_name.rsplit(".", 1)[0]
-    return bool(_INTERMEDIATE.match(stem))
+def is_intermediate(path: Path) -> bool:
+    """``<name>-step000400.safetensors`` (a save fraction) or ``<name>-000002.safetensors`` (every N epochs),
+    as the trainer names them. Only a final file gets a ``.json`` sidecar: a final LoRA whose name happens to
+    end in six digits is never taken for an intermediate save."""
+    return path.suffix == ".safetensors" and bool(_INTERMEDIATE.match(path.stem)) \
+        and not path.with_suffix(".json").exists()
 
 
 def tree_bytes(path: Path) -> int:
@@ -77,7 +79,7 @@ def output_files(root: Path) -> tuple[list[Path], list[Path]]:
     finals, inter = [], []
     if out.is_dir():
         for f in sorted(out.iterdir()):
-            if f.suffix == ".safetensors" and is_intermediate(f.name):
+            if is_intermediate(f):
                 inter.append(f)
             elif not f.name.startswith("."):
                 finals.append(f)
@@ -123,14 +125,16 @@ def clean(root: Path, what: Iterable[str], busy_jobs: Iterable[str] = (),
           host_copies: Iterable[Path] = ()) -> dict:
     """Delete the categories ``what`` of the project folder ``root``; ``{category: bytes freed}``. The state and
     latents of ``busy_jobs`` (queued or running) stay. ``what`` must be a subset of ``CLEANABLE`` (the caller
-    validates it: ``check_what``)."""
+    validates it: ``check_what``). ``host_copies`` are deleted whatever ``what`` says: the caller passes the
+    copies of the files that go (they could not be found once their file is gone) or, for ``host_copies``, all."""
     what = check_what(what)
     busy = set(busy_jobs)
     freed = {w: 0 for w in what}
     finals, inter = output_files(root)
     parts, _rest = job_parts(root)
-    if "host_copies" in what:  # first: they are found from the project's LoRA files, which may go next
-        freed["host_copies"] = sum(remove(Path(p)) for p in host_copies)
+    copies = [Path(p) for p in host_copies]
+    if copies or "host_copies" in what:
+        freed["host_copies"] = sum(remove(p) for p in copies)
     if "state" in what:
         freed["state"] = sum(remove(p) for j, ps in parts.items() if j not in busy for p in ps if p.name == "state")
     if "caches" in what:
@@ -162,8 +166,8 @@ def check_what(what: Optional[Iterable[str]]) -> list[str]:
 
 def human(n: float) -> str:
     """``1.6 GB``, ``147 MB``, ``12 KB``, ``0 B`` (decimal units, as file managers show them)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") or n >= 100 else f"{n:.1f} {unit}"
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit != "MB" or n >= 100 else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} TB"
+    return f"{n:.1f} GB" if n < 100 else f"{n:.0f} GB"

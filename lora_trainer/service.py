@@ -443,17 +443,24 @@ class Service:
                 if s["status"] in ("queued", "running") and s.get("config", {}).get("project") == name]
         if busy and set(what) - {"state", "caches", "host_copies"}:
             raise UserError(f"project {name!r} has a queued or running job", "wait for it or cancel it first")
-        copies = self._host_copies(name) if "host_copies" in what else []
+        finals, inter = disk.output_files(p.root)
+        going = (finals if "outputs" in what else []) + (inter if "intermediate" in what else [])
+        # all test copies when asked; else those of the files that go (they cannot be found once it is gone)
+        copies = self._host_copies(name) if "host_copies" in what else self._host_copies(name, going)
         freed = disk.clean(p.root, what, busy_jobs=busy, host_copies=copies)
         return {"freed": freed, "usage": self.disk_usage(name)}
 
-    def _host_copies(self, name: str) -> list[Path]:
-        """The provider's copies of this project's LoRA files outside the workspace (the WebUI's test copies)."""
+    def _host_copies(self, name: str, files: Optional[list] = None) -> list[Path]:
+        """The provider's copies outside the workspace (the WebUI's test copies) of ``files``, or of all the
+        project's LoRA files."""
         find = getattr(self.models, "test_copies", None)
         if find is None:
             return []
         out = self.project(name).output
-        return list(find(sorted(out.glob("*.safetensors")))) if out.is_dir() else []
+        if files is None:
+            files = sorted(out.glob("*.safetensors")) if out.is_dir() else []
+        files = [f for f in files if Path(f).suffix == ".safetensors"]
+        return list(find(files)) if files else []
 
     def _remove_host_copies(self, name: str) -> None:
         from .disk import remove

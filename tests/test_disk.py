@@ -129,6 +129,8 @@ def _filled_project(tmp_path):
     _write(root / "output" / "zkw.json", 50)
     _write(root / "output" / "zkw-step000002.safetensors", 4000)
     _write(root / "output" / "zkw-000001.safetensors", 3000)
+    _write(root / "output" / "v-202612.safetensors", 10)  # a final file named with digits: it has a sidecar
+    _write(root / "output" / "v-202612.json", 5)
     job = root / "jobs" / "20261205-train-1"
     _write(job / "state" / "step000002.safetensors", 9000)
     _write(job / "latents" / "a.safetensors", 700)
@@ -144,7 +146,7 @@ def test_disk_usage_counts_every_category_without_following_links(tmp_path):
     use = svc.disk_usage("p")
     b = use["bytes"]
     link = os.lstat(job / "state" / "link.bin").st_size
-    assert b["source"] == 1000 and b["dataset"] == 220 and b["outputs"] == 5050
+    assert b["source"] == 1000 and b["dataset"] == 220 and b["outputs"] == 5065
     assert b["intermediate"] == 7000 and b["state"] == 9000 + link and b["caches"] == 760
     assert b["jobs"] == 30 and b["host_copies"] == 0
     assert use["total"] == sum(b.values()) and set(use["help"]) == set(b)
@@ -162,11 +164,12 @@ def test_cleanup_deletes_what_it_is_asked_and_never_final_files_or_photos_unname
     assert (root / "output" / "zkw-000001.safetensors").is_file() and (root / "source" / "a.jpg").is_file()
     res = svc.cleanup("p", ["intermediate"])
     assert res["freed"] == {"intermediate": 7000}
-    assert sorted(p.name for p in (root / "output").iterdir()) == ["zkw.json", "zkw.safetensors"]
+    assert sorted(p.name for p in (root / "output").iterdir()) == ["v-202612.json", "v-202612.safetensors",
+                                                                    "zkw.json", "zkw.safetensors"]
     for bad in (["everything"], ["jobs"], []):
         with pytest.raises(UserError):
             svc.cleanup("p", bad)
-    assert svc.cleanup("p", ["outputs", "source"])["freed"] == {"outputs": 5050, "source": 1000}
+    assert svc.cleanup("p", ["outputs", "source"])["freed"] == {"outputs": 5065, "source": 1000}
     assert not any((root / "output").iterdir()) and not any((root / "source").iterdir())
 
 
@@ -245,6 +248,13 @@ def test_test_copies_reuse_the_published_file_and_go_with_the_project(webui_doub
     bob = service.project("bob").output / "amy-step000002.safetensors"
     random_lora_file(d, bob, "amy", scale=0.3)
     assert service.disk_usage("bob")["bytes"]["host_copies"] == 0
+    # an intermediate save that is cleaned up takes its test copy with it
+    res = service.cleanup("amy", ["intermediate"])
+    assert res["freed"]["host_copies"] == use["host_copies"] and not copies[0].exists() and not inter.exists()
+    random_lora_file(d, inter, "amy", scale=0.4)
+    gen.generate(["a cat"], seeds=[1], steps=2, size=32, lora=str(inter))
+    copies = list(tests.glob("*.safetensors"))
+    assert len(copies) == 1
     service.delete_project("amy")
     assert not copies[0].exists()
     assert published.is_file()  # what the user published stays in the WebUI
