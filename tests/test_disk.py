@@ -7,11 +7,13 @@ test_resume.py); the Test step's copies in the WebUI's Lora folder are reused an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
+from conftest import needs_diffusers
 from webui_double.fixture import webui_double  # noqa: F401 - the fixture
 
 from lora_trainer.errors import UserError
@@ -46,6 +48,7 @@ TRAIN = {"max_steps": 2, "optimizer": "AdamW", "save_fractions": [0.5]}
 
 # --------------------------------------------------------------------------------------------- resume state
 
+@needs_diffusers  # the toy model
 def test_a_finished_service_run_leaves_no_resume_state_unless_the_config_keeps_it(tmp_path):
     svc = _trained_project(tmp_path)
     try:
@@ -69,6 +72,7 @@ def test_a_finished_service_run_leaves_no_resume_state_unless_the_config_keeps_i
         svc.runner.shutdown()
 
 
+@needs_diffusers  # the toy model
 def test_a_finished_cli_run_leaves_no_resume_state_unless_asked(tmp_path, capsys):
     from lora_trainer.cli import main
     from lora_trainer.training.tiny import tiny_dataset
@@ -85,26 +89,32 @@ def test_a_finished_cli_run_leaves_no_resume_state_unless_asked(tmp_path, capsys
     assert list((tmp_path / "kept" / "jobs").glob("*/state/latest.json"))
 
 
-def test_a_cancelled_run_keeps_its_state_to_resume(tmp_path):
+def test_a_cancelled_run_keeps_its_state_to_resume_a_finished_one_only_when_asked(tmp_path):
+    """On the real ldm model (both CI profiles): the Trainer itself drops the state, for the CLI and the Service."""
+    from ldm_models import tiny_latent_diffusion
+
     from lora_trainer.config import toy_config
-    from lora_trainer.models import load_backend
     from lora_trainer.training import data as D
+    from lora_trainer.training.ldm_backend import LdmBackend
     from lora_trainer.training.loop import Callbacks, Trainer
     from lora_trainer.training.tiny import tiny_dataset
 
-    import torch
-
     tiny_dataset(tmp_path / "data", n=2, repeats=2, name="r")
-    be, _ = load_backend(None, torch.device("cpu"))
+    be = LdmBackend(tiny_latent_diffusion(seed=0))
     scan = D.scan_dataset(tmp_path / "data", 1)
-    cfg = toy_config(optimizer="AdamW", batch_size=1, epochs=2, save_fractions=[], sync_every=1)
+    cfg = toy_config(optimizer="AdamW", unet_lr=1e-3, batch_size=1, epochs=2, save_fractions=[0.5], sync_every=1)
     steps: list = []
     part = Trainer(be, scan, cfg, tmp_path / "out", Callbacks(on_log=lambda r: steps.append(r["step"])),
-                   should_stop=lambda: len(steps) >= 2, job_dir=tmp_path / "job", name="r").run()
+                   should_stop=lambda: len(steps) >= 3, job_dir=tmp_path / "job", name="r").run()
     assert part.cancelled and (tmp_path / "job" / "state" / "latest.json").is_file()
     done = Trainer(be, scan, cfg, tmp_path / "out", job_dir=tmp_path / "job", name="r", resume=True).run()
-    assert not done.cancelled and done.steps == done.total_steps
+    assert not done.cancelled and done.steps == done.total_steps == 4
     assert not (tmp_path / "job" / "state").exists()  # finished after the resume: nothing left to resume
+    Trainer(be, scan, cfg, tmp_path / "out2", job_dir=tmp_path / "plain", name="r").run()
+    assert (tmp_path / "out2" / "r.safetensors").is_file() and not (tmp_path / "plain" / "state").exists()
+    kept = dataclasses.replace(cfg, keep_state=True)
+    Trainer(be, scan, kept, tmp_path / "out3", job_dir=tmp_path / "kept", name="r").run()
+    assert (tmp_path / "kept" / "state" / "latest.json").is_file()
 
 
 # --------------------------------------------------------------------------------------------- usage, cleanup
