@@ -235,6 +235,7 @@ def test_test_copies_reuse_the_published_file_and_go_with_the_project(webui_doub
 
     d = webui_double
     service = webui.get_service()
+    assert service.device_kind() == "cpu"  # the WebUI's devices.device: the Train and Test steps propose for it
     service.create_project("amy")
     out = service.project("amy").output
     final, inter = out / "amy.safetensors", out / "amy-step000002.safetensors"
@@ -339,5 +340,26 @@ def test_the_test_step_shows_the_time_from_the_last_test(tmp_path):
         text = test_time_text(svc, t, "p", 4, 10, 100)  # twice the images: twice the time
         assert text.startswith("4 image(s) × 10 steps at 100 px: about") and "measured" in text
         assert "1 s" in text or "2 s" in text
+    finally:
+        svc.runner.shutdown()
+
+
+def test_the_tab_shows_the_disk_line_and_cleans_up(tmp_path):
+    from test_ui_tab import handler
+
+    from lora_trainer.ui.tab import build_tab, parts_of
+
+    svc, root, job, _ = _filled_project(tmp_path)
+    try:
+        blocks = build_tab(svc)
+        disk = parts_of(blocks)["disk"]
+        line = disk["line"].value
+        assert line.startswith("Disk: ") and "intermediate saves 7 KB" in line and "resume state" in line
+        assert disk["what"].value == ["state", "caches", "host_copies"]
+        clean = handler(blocks, disk["clean"])
+        line, msg = clean("p", ["state", "caches"])
+        assert "resume state" not in line and "caches" not in line and msg.startswith("Freed ")
+        assert not (job / "state").exists() and (root / "output" / "zkw.safetensors").is_file()
+        assert clean("p", [])[-1].startswith("⚠ **nothing to clean**")
     finally:
         svc.runner.shutdown()

@@ -42,7 +42,8 @@ def build(ctx: Ctx) -> dict:
     t = ctx.t
     with gr.Row(elem_id="lt-project-disk"):
         line = gr.Markdown(disk_line(ctx.service, t, ctx.initial_project), elem_id="lt-disk-line")
-        what = gr.CheckboxGroup(choices=[(t(LABELS[c]), c) for c in TAB_CLEANABLE], value=list(DEFAULT_CLEANUP), label=t("Clean up"), scale=2,
+        what = gr.CheckboxGroup(choices=[(t(LABELS[c]), c) for c in TAB_CLEANABLE], value=list(DEFAULT_CLEANUP),
+                                label=t("Clean up"), scale=2,
                                 elem_id=ctx.tip("lt-disk-what", "What to delete: resume state (only needed to "
                                                 "resume a stopped run), caches, test copies in the WebUI's Lora "
                                                 "folder, intermediate saves (the Test grid's rows)"))
