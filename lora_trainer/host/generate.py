@@ -93,10 +93,10 @@ def _data_bytes(path: Path) -> int:
         return -1
 
 
-def same_weights(lora_file: Path) -> Optional[Path]:
+def same_weights(lora_file: Path, digest: Optional[str] = None) -> Optional[Path]:
     """A file the Lora loader already knows with exactly ``lora_file``'s tensors (a published copy, an earlier
-    test copy), or None. Only files of the same data size are hashed."""
-    size, digest = _data_bytes(lora_file), None
+    test copy), or None. Only files of the same data size are hashed. ``digest``: ``lora_file``'s, if known."""
+    size = _data_bytes(lora_file)
     for path in _taken_names().values():
         if path.suffix != ".safetensors" or _data_bytes(path) != size:
             continue
@@ -106,10 +106,10 @@ def same_weights(lora_file: Path) -> Optional[Path]:
     return None
 
 
-def test_copy_path(lora_file: Path) -> Path:
+def test_copy_path(lora_file: Path, digest: Optional[str] = None) -> Path:
     """Where ``stage_for_test`` puts its copy of ``lora_file``: named after its name and content."""
     lora_file = Path(lora_file)
-    name = f"{sanitize_name(lora_file.stem)}-{file_addnet_hash(lora_file)[:8]}"
+    name = f"{sanitize_name(lora_file.stem)}-{(digest or file_addnet_hash(lora_file))[:8]}"
     return lora_dir() / TEST_SUBDIR / f"{name}.safetensors"
 
 
@@ -132,10 +132,11 @@ def stage_for_test(lora_file: Path) -> str:
     weights (the published copy: no second copy of the same bytes), else a copy in
     ``<Lora>/lora_trainer_tests/`` named after its content (a same file is reused, never re-written)."""
     lora_file = Path(lora_file)
-    target = test_copy_path(lora_file)
+    digest = file_addnet_hash(lora_file)
+    target = test_copy_path(lora_file, digest)
     if target.is_file():
         return target.stem
-    existing = same_weights(lora_file)
+    existing = same_weights(lora_file, digest)
     if existing is not None:
         return existing.stem
     _copy_as(lora_file, target, target.stem, sidecar=False)
