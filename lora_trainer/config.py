@@ -53,6 +53,9 @@ class TrainConfig:
                                  group="output", min=0)
     save_state_every_n_steps: int = opt(0, "Save the full training state every N steps for --resume (it is also "
                                            "saved at every intermediate save; 0 = only then)", group="output", min=0)
+    keep_state: bool = opt(False, "Keep the resumable training state (state/ in the job folder, several times the "
+                                  "LoRA's size) after the run finishes; a cancelled or failed run always keeps it "
+                                  "for --resume", group="output")
     sample_every_n_steps: int = opt(0, "Generate sample images every N steps (0 = off)", group="samples", min=0)
     sample_every_n_epochs: int = opt(0, "Generate sample images every N epochs (0 = off)", group="samples", min=0)
     sample_prompts: list = opt([], "Prompts for the sample images (separate with | on the command line)",
@@ -303,6 +306,36 @@ TOY_PRESET: dict = {
 
 def toy_config(**overrides) -> TrainConfig:
     return from_dict(TrainConfig, {**TOY_PRESET, **overrides})
+
+
+# What the tab proposes on a CPU for a full-size model (native side >= CPU_SHRINK_FROM): a run and a test that
+# end in minutes, not hours. The toy preset is already sized for a CPU and is left as it is.
+CPU_SHRINK_FROM = 256
+CPU_MAX_RANK = 32
+CPU_TEST_STEPS = 12
+
+
+def device_defaults(preset: Optional[dict], device: str) -> dict:
+    """The sizes the tab proposes for this model (its ``preset``: None = the recipe) on ``device`` ("cuda",
+    "cpu", "mps", …): ``{"train": TrainConfig overrides, "test": {"size", "steps", "seeds"}}``.
+
+    On a GPU: the model's own values (``train`` empty), tests at its native side, 20 steps, seeds 1 and 2.
+    On a CPU, for a full-size model: rank at most ``CPU_MAX_RANK`` (alpha scaled with it, so alpha/rank and the
+    learning rate mean the same), resolution 3/4 of the native side on the 64-pixel grid (512 → 384), and one
+    test image per file at that size with ``CPU_TEST_STEPS`` steps. A saved project config wins over all this.
+    """
+    base = TrainConfig()
+    preset = dict(preset or {})
+    native = int(preset.get("resolution", base.resolution))
+    rank = int(preset.get("rank", base.rank))
+    alpha = float(preset.get("alpha", base.alpha))
+    test = {"size": native, "steps": 20, "seeds": [1, 2]}
+    if str(device).split(":")[0] != "cpu" or native < CPU_SHRINK_FROM:
+        return {"train": {}, "test": test}
+    small_rank = min(rank, CPU_MAX_RANK)
+    res = max(CPU_SHRINK_FROM, native * 3 // 4 // 64 * 64)
+    train = {"rank": small_rank, "alpha": alpha * small_rank / rank, "resolution": res}
+    return {"train": train, "test": {"size": res, "steps": CPU_TEST_STEPS, "seeds": [1]}}
 
 
 def markdown_table(cls) -> str:

@@ -53,6 +53,11 @@ class ModelProvider(Protocol):
         After training it follows the user's setting; ``always`` when the user picked a file to publish."""
         ...
 
+    # Optional (looked up with getattr, so older providers still fit):
+    # ``test_copies(lora_files) -> list[Path]``: the copies the test generator made of these files outside the
+    # workspace (the WebUI's Lora folder), for the project's disk use and cleanup;
+    # ``device_kind() -> str``: "cuda", "cpu", "mps" … where jobs will compute, without loading a model.
+
 
 @dataclass
 class StandaloneModels:
@@ -99,6 +104,13 @@ class StandaloneModels:
             from .model_files import check_base_model
 
             check_base_model(self.base_model)
+
+    def device_kind(self) -> str:
+        if self.device:
+            return str(self.device).split(":")[0]
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Service:
@@ -171,6 +183,7 @@ class Service:
         if self.runner.running() and any(s["config"].get("project") == name for s in self.runner.list()
                                          if s["status"] == "running"):
             raise UserError(f"project {name!r} has a running job", "cancel it first")
+        self._remove_host_copies(name)  # outside the project folder: they would outlive it
         paths.remove_tree(p.root, [self.workspace], f"project {name!r}")  # a link inside: only the link goes
 
     def dataset_dir(self, name: str) -> Path:
@@ -479,6 +492,60 @@ class Service:
             raise UserError("there is no WebUI Lora folder here (standalone)",
                             f"the file is {path}: copy it into your WebUI's models/Lora folder")
         return target
+
+    # ---- disk --------------------------------------------------------------------------------------
+    def disk_usage(self, name: str) -> dict:
+        """Bytes per category (``disk.CATEGORIES``: source, dataset, outputs, intermediate, state, caches, jobs,
+        host_copies), ``total``, and a line of help per category."""
+        from . import disk
+
+        p = self.project(name)
+        return {"project": name, **disk.usage(p.root, self._host_copies(name))}
+
+    def cleanup(self, name: str, what: Optional[list] = None) -> dict:
+        """Delete the categories ``what`` (None: resume state, caches and test copies, ``disk.DEFAULT_CLEANUP``).
+        Final LoRA files, the dataset and the source photos go only when named. The state and latents of a
+        queued or running job stay. Returns ``{"freed": {category: bytes}, "usage": disk_usage}``."""
+        from . import disk
+
+        p = self.project(name)
+        what = disk.check_what(what)
+        busy = [s["id"] for s in self.runner.list()
+                if s["status"] in ("queued", "running") and s.get("config", {}).get("project") == name]
+        if busy and set(what) - {"state", "caches", "host_copies"}:
+            raise UserError(f"project {name!r} has a queued or running job", "wait for it or cancel it first")
+        finals, inter = disk.output_files(p.root)
+        going = (finals if "outputs" in what else []) + (inter if "intermediate" in what else [])
+        # all test copies when asked; else those of the files that go (they cannot be found once it is gone)
+        copies = self._host_copies(name) if "host_copies" in what else self._host_copies(name, going)
+        freed = disk.clean(p.root, what, busy_jobs=busy, host_copies=copies)
+        return {"freed": freed, "usage": self.disk_usage(name)}
+
+    def _host_copies(self, name: str, files: Optional[list] = None) -> list[Path]:
+        """The provider's copies outside the workspace (the WebUI's test copies) of ``files``, or of all the
+        project's LoRA files."""
+        find = getattr(self.models, "test_copies", None)
+        if find is None:
+            return []
+        out = self.project(name).output
+        if files is None:
+            files = sorted(out.glob("*.safetensors")) if out.is_dir() else []
+        files = [f for f in files if Path(f).suffix == ".safetensors"]
+        return list(find(files)) if files else []
+
+    def _remove_host_copies(self, name: str) -> None:
+        from .disk import remove
+
+        for f in self._host_copies(name):
+            remove(Path(f))
+
+    def device_kind(self) -> str:
+        """Where jobs compute ("cuda", "cpu", …), asked of the provider without loading a model; the tab's
+        proposed sizes depend on it (``config.device_defaults``)."""
+        kind = getattr(self.models, "device_kind", None)
+        if kind is not None:
+            return str(kind())
+        return StandaloneModels().device_kind()
 
 
 def _image_exts(where: str) -> tuple:

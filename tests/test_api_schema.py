@@ -29,6 +29,7 @@ ROUTES = {
     ("get", "/jobs/{job_id}"), ("get", "/jobs/{job_id}/log"), ("post", "/jobs/{job_id}/cancel"),
     ("post", "/jobs/{job_id}/resume"), ("get", "/jobs/{job_id}/files"), ("get", "/jobs/{job_id}/files/{file}"),
     ("get", "/projects/{name}/outputs"), ("get", "/projects/{name}/outputs/{file}"),
+    ("get", "/projects/{name}/disk"), ("post", "/projects/{name}/cleanup"),
 }
 
 

@@ -169,7 +169,7 @@ def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
 
     # every step refreshes when the project is opened
     changes = handlers(tab, p["ctx"].project, "change")
-    assert len(changes) == 8
+    assert len(changes) == 9  # the summary, the seven steps, the Disk line
     for fn, _dep in changes:
         fn("amy")
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, StrictBool, conint, constr, create_model
 
 from ..compat import model_dump, strict_float, strict_model_base
 from ..config import TrainConfig
+from ..disk import CATEGORIES, CLEANABLE, DEFAULT_CLEANUP
 from ..prepare.config import PrepareConfig, TagConfig
 from .security import ApiError
 
@@ -201,6 +202,13 @@ class GenerateRequest(Strict):
         None, description="a sampler name from GET /samplers (omit: the first, the default)")
 
 
+class DiskCleanupRequest(Strict):
+    what: Optional[List[Literal[CLEANABLE]]] = Field(
+        None, description="what to delete (omit: " + ", ".join(DEFAULT_CLEANUP) + "). Final LoRA files "
+                          "(outputs), the dataset and the source photos go only when named; the state of a "
+                          "queued or running job stays")
+
+
 # --------------------------------------------------------------------------------------------- responses
 
 class ErrorBody(BaseModel):
@@ -354,3 +362,15 @@ class CleanupResult(BaseModel):
 
 class TrainConfigOut(BaseModel):
     config: Dict[str, Any]
+
+
+class DiskUsage(BaseModel):
+    project: str
+    bytes: Dict[str, int] = Field(..., description="bytes per category: " + ", ".join(CATEGORIES))
+    total: int
+    help: Dict[str, str] = Field({}, description="what each category holds")
+
+
+class DiskCleanupResult(BaseModel):
+    freed: Dict[str, int] = Field(..., description="bytes deleted per category")
+    usage: DiskUsage

@@ -136,6 +136,18 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
     def train_config(name: str):
         return {"config": dataclasses.asdict(service.train_config(name))}
 
+    @router.get("/projects/{name}/disk", response_model=M.DiskUsage,
+                summary="The project's disk use in bytes per category (source, dataset, outputs, intermediate "
+                        "saves, resume state, caches, job logs, test copies in the WebUI's Lora folder)")
+    def disk_usage(name: str):
+        return service.disk_usage(name)
+
+    @router.post("/projects/{name}/cleanup", response_model=M.DiskCleanupResult,
+                 summary="Delete resume state, caches and test copies (or the categories named); final LoRA "
+                         "files and source photos only when named")
+    def cleanup(name: str, body: M.DiskCleanupRequest = Body(M.DiskCleanupRequest())):
+        return service.cleanup(name, body.what)
+
     # ---- images ----------------------------------------------------------------------------------
     Where = Literal["source", "dataset"]
 

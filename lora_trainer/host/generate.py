@@ -82,16 +82,66 @@ def _copy_as(src: Path, dst: Path, name: str, sidecar: bool) -> None:
         write_json(dst.with_suffix(".json"), json.loads(src_json.read_text(encoding="utf-8")))
 
 
-def stage_for_test(lora_file: Path) -> str:
-    """The network name to put in ``<lora:…>`` for ``lora_file``: a copy in ``<Lora>/lora_trainer_tests/``
-    named after its content."""
+def _data_bytes(path: Path) -> int:
+    """Bytes after a .safetensors header: equal for two files with the same tensors, whatever metadata each
+    carries, so it picks the few files worth hashing."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+        return path.stat().st_size - 8 - n
+    except OSError:
+        return -1
+
+
+def same_weights(lora_file: Path, digest: Optional[str] = None) -> Optional[Path]:
+    """A file the Lora loader already knows with exactly ``lora_file``'s tensors (a published copy, an earlier
+    test copy), or None. Only files of the same data size are hashed. ``digest``: ``lora_file``'s, if known."""
+    size = _data_bytes(lora_file)
+    for path in _taken_names().values():
+        if path.suffix != ".safetensors" or _data_bytes(path) != size:
+            continue
+        digest = digest or file_addnet_hash(lora_file)
+        if file_addnet_hash(path) == digest:
+            return path
+    return None
+
+
+def test_copy_path(lora_file: Path, digest: Optional[str] = None) -> Path:
+    """Where ``stage_for_test`` puts its copy of ``lora_file``: named after its name and content."""
     lora_file = Path(lora_file)
-    name = f"{sanitize_name(lora_file.stem)}-{file_addnet_hash(lora_file)[:8]}"
-    target = lora_dir() / TEST_SUBDIR / f"{name}.safetensors"
-    if not target.is_file():
-        _copy_as(lora_file, target, name, sidecar=False)
-        refresh_loras()
-    return name
+    name = f"{sanitize_name(lora_file.stem)}-{(digest or file_addnet_hash(lora_file))[:8]}"
+    return lora_dir() / TEST_SUBDIR / f"{name}.safetensors"
+
+
+def test_copies(lora_files: Sequence[Path]) -> list[Path]:
+    """The test copies that exist for these files (a project's disk use; deleted with the project)."""
+    folder = lora_dir() / TEST_SUBDIR
+    if not folder.is_dir():
+        return []
+    stems = {sanitize_name(Path(f).stem) for f in lora_files}
+    # the name says whose it may be; the content hash decides (two projects may name files alike)
+    candidates = [c for c in folder.glob("*.safetensors") if c.stem.rsplit("-", 1)[0] in stems]
+    if not candidates:
+        return []
+    wanted = {test_copy_path(Path(f)) for f in lora_files if Path(f).is_file()}
+    return sorted(c for c in candidates if c in wanted)
+
+
+def stage_for_test(lora_file: Path) -> str:
+    """The network name to put in ``<lora:…>`` for ``lora_file``: a file the loader already has with the same
+    weights (the published copy: no second copy of the same bytes), else a copy in
+    ``<Lora>/lora_trainer_tests/`` named after its content (a same file is reused, never re-written)."""
+    lora_file = Path(lora_file)
+    digest = file_addnet_hash(lora_file)
+    target = test_copy_path(lora_file, digest)
+    if target.is_file():
+        return target.stem
+    existing = same_weights(lora_file, digest)
+    if existing is not None:
+        return existing.stem
+    _copy_as(lora_file, target, target.stem, sidecar=False)
+    refresh_loras()
+    return target.stem
 
 
 def publish(lora_file: Path, name: str, always: bool = False) -> Optional[Path]:

@@ -65,6 +65,15 @@ class HostModels:
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return publish(lora_file, name, always)
 
+    def test_copies(self, lora_files: list) -> list:
+        from .generate import test_copies
+
+        return test_copies(lora_files)
+
+    def device_kind(self) -> str:
+        """Where the WebUI computes (``devices.device``): "cuda", "cpu", "mps" …"""
+        return getattr(getattr(m("devices"), "device", None), "type", None) or "cpu"
+
 
 def get_service():
     """The process's Service (created on first use: the tab, the API and the callbacks share it)."""

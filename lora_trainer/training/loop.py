@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,6 +536,14 @@ class Trainer:
         if step > 0:
             self.result.output = self._save(final, step, epoch)
             write_sidecar(final, family=self.backend.family, trigger=cfg.trigger_word)
+        if not self.result.cancelled and step >= total and not cfg.keep_state:
+            self._drop_state()
+
+    def _drop_state(self) -> None:
+        """A finished run needs no resume: its state (optimizer moments: several times the LoRA's size) goes,
+        after the final file was written. A cancelled, failed or killed run never gets here and keeps it."""
+        if self.job_dir is not None:
+            shutil.rmtree(Path(self.job_dir) / "state", ignore_errors=True)
 
 
 def _bucket_info(bucket_of, repeats) -> dict:

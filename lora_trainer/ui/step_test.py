@@ -17,6 +17,7 @@ from .common import EN, Ctx, done_text, guard, guard_gen, need_project, progress
 
 KINDS = ("generate",)
 NO_LORA = "(none: the base model)"
+GRID_WEIGHTS = "0.5, 1.0"
 
 
 def lora_files(service, project: Optional[str]) -> list[str]:
@@ -145,12 +146,32 @@ def grid(ctx: Ctx, project, prompt, negative, seeds, steps, cfg_scale, size, sam
            ctx.t("Grid of {n} images.", n=total)]
 
 
+def time_text(ctx: Ctx, project, seeds, steps, size, files, weights) -> str:
+    """Before starting: how long Generate and Build grid will take (``proposals.test_time_text``)."""
+    from .proposals import test_time_text
+
+    if not project:
+        return ""
+    try:
+        n = len(parse_numbers(seeds, int, "seeds"))
+        cells = len([f for f in files or [] if f]) * len(parse_numbers(weights, float, "weights"))
+    except UserError:
+        return ""
+    size = int(size or 0) or int((ctx.service.models.preset() or {}).get("resolution", 512))
+    lines = [ctx.t("Generate") + ": " + test_time_text(ctx.service, ctx.t, project, n, int(steps or 0), size)]
+    if cells:
+        lines.append(ctx.t("Grid") + ": " + test_time_text(ctx.service, ctx.t, project, cells, int(steps or 0), size))
+    return "\n\n".join(lines)
+
+
 def build(ctx: Ctx) -> dict:
     import gradio as gr
 
+    from .proposals import proposed
+
     t = ctx.t
     files = lora_files(ctx.service, ctx.initial_project)
-    preset = ctx.service.models.preset() or {}
+    test = proposed(ctx.service)["test"]  # smaller on a CPU (config.device_defaults)
     tip = ctx.tip
     with gr.Column(elem_id="lt-test"):
         gr.Markdown(t("Draw images with the LoRA to see what it learned; compare the intermediate saves in the "
@@ -165,13 +186,13 @@ def build(ctx: Ctx) -> dict:
                                elem_id=tip("lt-test-lora", "The final file or an intermediate save"))
             weight = gr.Number(value=1.0, label=t("Weight"), minimum=-2, maximum=2,
                                elem_id=tip("lt-test-weight", "How strongly the LoRA is applied (1 = as trained)"))
-            seeds = gr.Textbox(value="1, 2", label=t("Seeds"),
+            seeds = gr.Textbox(value=", ".join(str(x) for x in test["seeds"]), label=t("Seeds"),
                                elem_id=tip("lt-test-seeds", "One image per seed, comma-separated"))
-            steps = gr.Number(value=20, precision=0, minimum=1, maximum=150, label=t("Sampling steps"),
+            steps = gr.Number(value=test["steps"], precision=0, minimum=1, maximum=150, label=t("Sampling steps"),
                               elem_id=tip("lt-test-steps", "Denoising steps per image"))
             cfg = gr.Number(value=7.0, minimum=1, maximum=30, label=t("CFG scale"),
                             elem_id=tip("lt-test-cfg", "How closely the image follows the prompt"))
-            size = gr.Number(value=int(preset.get("resolution", 512)), precision=0, minimum=0, maximum=2048,
+            size = gr.Number(value=int(test["size"]), precision=0, minimum=0, maximum=2048,
                              label=t("Size"), elem_id=tip("lt-test-size", "Image side in pixels (0 = the training resolution)"))
             samplers = ctx.service.samplers()
             sampler = gr.Dropdown(choices=samplers, value=samplers[0] if samplers else None, label=t("Sampler"),
@@ -184,6 +205,8 @@ def build(ctx: Ctx) -> dict:
             refresh_btn = gr.Button(t("Refresh files"), elem_id=tip("lt-test-refresh", "Reload the list of LoRA files"))
             publish_btn = gr.Button(t("Use in the WebUI"), elem_id=tip(
                 "lt-test-publish", "Copy the chosen file into the WebUI's Lora folder under a unique name"))
+        eta = gr.Markdown(time_text(ctx, ctx.initial_project, seeds.value, steps.value, size.value, files,
+                                    GRID_WEIGHTS), elem_id="lt-test-time", elem_classes=["lt-forecast"])
         progress = gr.HTML(progress_html(None), elem_id="lt-test-progress")
         msg = gr.Markdown("", elem_id="lt-test-msg", elem_classes=["lt-msg"])
         pics = gr.Gallery(label=t("Images"), columns=4, height="auto", elem_id="lt-test-gallery")
@@ -191,14 +214,14 @@ def build(ctx: Ctx) -> dict:
             with gr.Row():
                 grid_files = gr.CheckboxGroup(choices=files, value=files, label=t("Files (rows)"), scale=3,
                                               elem_id=tip("lt-test-grid-files", "The saves to compare, one row each"))
-                grid_weights = gr.Textbox(value="0.5, 1.0", label=t("Weights (columns)"), scale=1,
+                grid_weights = gr.Textbox(value=GRID_WEIGHTS, label=t("Weights (columns)"), scale=1,
                                           elem_id=tip("lt-test-grid-weights", "Weights to compare, comma-separated"))
                 grid_btn = gr.Button(t("Build grid"), scale=0,
                                      elem_id=tip("lt-test-grid-run", "One image per file and weight, with the first seed"))
             grid_img = gr.Image(label=t("Grid"), type="pil", interactive=False, height=420, elem_id="lt-test-grid")
     return {"prompt": prompt, "negative": negative, "lora": lora, "weight": weight, "seeds": seeds, "steps": steps,
             "cfg": cfg, "size": size, "sampler": sampler, "run": gen_btn, "cancel": cancel_btn, "refresh": refresh_btn,
-            "publish": publish_btn,
+            "publish": publish_btn, "time": eta,
             "progress": progress, "msg": msg, "gallery": pics, "grid_files": grid_files,
             "grid_weights": grid_weights, "grid_run": grid_btn, "grid": grid_img}
 
@@ -226,6 +249,9 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     parts["publish"].click(guard(1, t)(lambda p, f: publish(ctx, p, f)), [ctx.project, parts["lora"]], [parts["msg"]])
     parts["refresh"].click(guard(3, t)(lambda p: file_updates(ctx.service, p) + [""]), [ctx.project],
                            [parts["lora"], parts["grid_files"], parts["msg"]])
+    timed = [ctx.project, parts["seeds"], parts["steps"], parts["size"], parts["grid_files"], parts["grid_weights"]]
+    for comp in timed[1:]:
+        comp.change(guard(1, t)(lambda *a: time_text(ctx, *a)), timed, [parts["time"]])
     train = steps.get("train") or {}
     if "run_event" in train:  # a finished run's files appear here without a refresh
         train["run_event"].then(lambda p: file_updates(ctx.service, p), [ctx.project],

@@ -31,12 +31,19 @@ def overrides(values) -> dict:
 
 
 def config_for(service, project: Optional[str]) -> dict:
-    """The project's saved config under the model's preset (what the controls show when it is opened)."""
+    """The project's saved config under the model's preset (what the controls show when it is opened); a
+    project not trained yet gets the sizes proposed for the device (``config.device_defaults``: smaller on a
+    CPU)."""
+    from .proposals import proposed, saved_config
+
     if not project:
         from ..config import from_dict
 
-        return dataclasses.asdict(from_dict(TrainConfig, dict(service.models.preset() or {})))
-    return dataclasses.asdict(service.train_config(project))
+        return dataclasses.asdict(from_dict(TrainConfig, {**(service.models.preset() or {}),
+                                                          **proposed(service)["train"]}))
+    if saved_config(service, project):
+        return dataclasses.asdict(service.train_config(project))
+    return dataclasses.asdict(service.train_config(project, proposed(service)["train"]))
 
 
 # --------------------------------------------------------------------------------------------- forecast

@@ -22,7 +22,7 @@ import json
 import logging
 from typing import Any, Optional
 
-from . import recipe, step_edit, step_estimate, step_images, step_prepare, step_tag, step_test, step_train
+from . import disk_bar, recipe, step_edit, step_estimate, step_images, step_prepare, step_tag, step_test, step_train
 from .common import Ctx, guard
 from .i18n import Translator
 
@@ -92,6 +92,7 @@ def build_tab(service, host_info: Optional[dict] = None):
                 with gr.Column(scale=5):
                     summary = ctx.summary = gr.Markdown(project_summary(service, t, initial),
                                                         elem_id="lt-project-summary")
+            disk = disk_bar.build(ctx)
             with gr.Accordion(t("New project"), open=not names, elem_id="lt-project-new"):
                 with gr.Row():
                     new_name = gr.Textbox(label=t("Name"), placeholder="my_lora", elem_id=ctx.tip(
@@ -119,10 +120,11 @@ def build_tab(service, host_info: Optional[dict] = None):
             mod.wire(ctx, steps[key], steps)
         recipe.wire(ctx, rec, steps)
         _wire_projects(ctx, steps, summary, msg, refresh, new_name, new_trigger, new_repeats, create_btn)
+        _wire_disk(ctx, steps, disk, msg)
         blocks.load(lambda p: gr.update(choices=project_names(service), value=p), [ctx.project], [ctx.project])
     blocks.lora_trainer_parts = {"ctx": ctx, "steps": steps, "recipe": rec, "summary": summary, "msg": msg,
                                  "create": create_btn, "new_name": new_name, "new_trigger": new_trigger,
-                                 "new_repeats": new_repeats, "refresh": refresh}
+                                 "new_repeats": new_repeats, "refresh": refresh, "disk": disk}
     return blocks
 
 
@@ -147,6 +149,18 @@ def _wire_projects(ctx: Ctx, steps: dict, summary, msg, refresh, new_name, new_t
         if ev_run is not None:
             ev_run.then(lambda p: project_summary(svc, t, p) if p else "", [ctx.project], [summary])
     del ev
+
+
+def _wire_disk(ctx: Ctx, steps: dict, disk: dict, msg) -> None:
+    """The Disk line follows the open project and every step that writes files."""
+    disk_bar.wire(ctx, disk, msg)
+    outs, fn = disk_bar.refresh(ctx, disk)
+    fn = guard(1, ctx.t)(fn)
+    ctx.project.change(fn, [ctx.project], outs)
+    for key in ("images", "prepare", "train", "test"):
+        ev = steps[key].get("run_event")
+        if ev is not None:
+            ev.then(fn, [ctx.project], outs)
 
 
 def parts_of(blocks) -> dict[str, Any]:
