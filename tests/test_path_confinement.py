@@ -204,6 +204,8 @@ def cases(job: str) -> dict:
         ("GET", "/projects/{name}/captions/suggestions"): {},
         ("POST", "/projects/{name}/captions/suggestions/apply"): {"json": {}},
         ("GET", "/projects/{name}/outputs"): {},
+        ("GET", "/projects/{name}/disk"): {},
+        ("POST", "/projects/{name}/cleanup"): {"json": {"what": ["caches", "state"]}},
     }
     table = {k: [(k[1].replace("{name}", n), kw, refused) for n in ("evil", "q")] for k, kw in by_name.items()}
     table[("GET", "/projects/{name}/images")] += [
@@ -224,6 +226,9 @@ def cases(job: str) -> dict:
     table.update({
         ("GET", "/info"): [("/info", {}, answered)],
         ("GET", "/samplers"): [("/samplers", {}, answered)],
+        ("GET", "/models"): [("/models", {}, answered)],
+        ("POST", "/models/{model_id}/download"): [("/models/evil/download", {}, refused),
+                                                  ("/models/..%2Fevil/download", {}, refused)],
         ("GET", "/projects"): [("/projects", {}, listing_without("evil", "q", "fresh"))],
         ("POST", "/projects"): [("/projects", {"json": {"name": n}}, refused) for n in ("fresh", "evil")],
         ("GET", "/projects/{name}/images/{image}"): [
