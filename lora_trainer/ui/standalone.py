@@ -75,7 +75,9 @@ def launch(app, host: str, port: int, workspace: str, block: bool = True):
     from ..compat import queue_kw
 
     app.queue(**queue_kw(8))
-    return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False,
+    # quiet: no "set `share=True`" hint (a public link is what this server must not make); gradio still
+    # prints its local URL, after our own line naming the workspace
+    return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False, quiet=True,
                       allowed_paths=[str(Path(workspace).expanduser().resolve())], prevent_thread_lock=not block)
 
 
