@@ -78,6 +78,24 @@ def _setup_logging(log_file: Optional[Path]) -> None:
         log.setLevel(logging.INFO)
 
 
+# Third-party warnings that say nothing to our users, each named by the logger that emits it. Set here, in the
+# CLI's entry only: inside the WebUI our code leaves the host's logging as the WebUI configured it.
+QUIET_LOGGERS = (
+    # bitsandbytes >= 0.48 on an AVX512-BF16 CPU, at import: its 4-bit CPU kernels need the `kernels`
+    # package. We use only its 8-bit optimizers, which do not.
+    "bitsandbytes.backends.cpu.ops",
+    # transformers 5 (logger.warning_once) when diffusers touches CLIPImageProcessor without torchvision:
+    # it falls back to the PIL processor. No image processor of ours is ever used (no safety checker).
+    "transformers.utils.import_utils",
+)
+
+
+def quiet_third_party() -> None:
+    """Raise the known noisy loggers to ERROR, so every command's first line is ours."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file of options; flags override it")
     p.add_argument("--base-model", metavar="PATH", default=None,
@@ -192,14 +210,23 @@ def _train_job(ctx, backend, scan, cfg, out: Path, resume: bool = False) -> dict
             "seconds": res.seconds, "optimizer": res.optimizer}
 
 
-class _Bar:
-    """tqdm progress on stderr, one bar per phase."""
+LINES_PER_PHASE = 20  # without a terminal: about this many progress lines per phase
 
-    def __init__(self):
+
+class _Bar:
+    """tqdm progress on stderr, one bar per phase; when stderr is no terminal (a pipe, a log file, CI),
+    where a bar never draws, one plain line per ``total // LINES_PER_PHASE`` steps and the last."""
+
+    def __init__(self, stream=None):
         self.bar = None
         self.phase = None
+        self.stream = stream or sys.stderr
+        self.lines = not _isatty(self.stream)
 
     def update(self, p) -> None:
+        if self.lines:
+            self._line(p)
+            return
         from tqdm import tqdm
 
         if p.phase != self.phase:
@@ -213,10 +240,32 @@ class _Bar:
             self.bar.set_postfix(loss=f"{p.loss:.4f}", lr=f"{p.lr:.2e}", refresh=False)
         self.bar.refresh()
 
+    def _line(self, p) -> None:
+        # The run reports progress at most a few times a second, so it may skip steps: a line is due when
+        # the step enters a new block of ``every`` steps, or is the last; each step is said once.
+        every = max(1, p.total // LINES_PER_PHASE)
+        last_phase, last_step = self.phase or (None, 0)
+        if p.phase != last_phase:
+            last_step = 0
+        if p.step <= last_step or (p.step // every == last_step // every and p.step != p.total):
+            return
+        self.phase = (p.phase, p.step)
+        what = "caching latents" if p.phase == "cache" else p.phase
+        tail = f" loss {p.loss:.4f} lr {p.lr:.2e}" if p.phase != "cache" and p.loss == p.loss else ""
+        eta = f" eta {p.eta:.0f} s" if p.eta and p.eta == p.eta and p.step < p.total else ""
+        print(f"{what} {p.step}/{p.total}{tail}{eta}", file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def run_job(out: Path, kind: str, config: dict, fn, job_id: Optional[str] = None) -> int:
@@ -256,8 +305,10 @@ def _gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="PNG", help="image file to write")
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    p.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the model's; 20 for the toy model and for SD models)")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's; 3 for the toy model, 7 for SD models)")
     p.add_argument("--weight", type=float, default=1.0, help="LoRA weight (default 1.0)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
     p.add_argument("--sampler", default=None,
@@ -267,20 +318,24 @@ def _gen_args(p: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from .generate import DiffusersGenerator
-    from .models import load_backend
+    from .models import load_backend, sampling_for
 
     backend, preset = load_backend(args.base_model, _device(args.device))
     size = args.size or int((preset or {}).get("resolution", 512))
+    sampling = sampling_for(args.base_model)  # what the user left out: the model's own settings
+    steps = args.steps if args.steps is not None else sampling["steps"]
+    cfg_scale = args.cfg_scale if args.cfg_scale is not None else sampling["cfg_scale"]
     gen = DiffusersGenerator(backend)
-    img = gen.generate([args.prompt], negative=args.negative, seeds=[args.seed], steps=args.steps,
-                       cfg_scale=args.cfg_scale, size=size, lora=args.lora, weight=args.weight,
-                       sampler=args.sampler)[0]
+    img = gen.generate([args.prompt], negative=args.negative, seeds=[args.seed], steps=steps,
+                       cfg_scale=cfg_scale, size=size, lora=args.lora, weight=args.weight,
+                       sampler=args.sampler or sampling["sampler"])[0]
     from .workspace import atomic_path
 
     out = Path(args.output)
     with atomic_path(out) as tmp:
         img.save(tmp, format="PNG")
-    print(json.dumps({"output": str(out), "size": list(img.size)}))
+    print(json.dumps({"output": str(out), "size": list(img.size), "steps": steps, "cfg_scale": cfg_scale,
+                      "sampler": args.sampler or sampling["sampler"] or gen.sampler_name}))
     return EXIT_OK
 
 
@@ -361,6 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     log_file = Path(os.environ.get("LORA_TRAINER_LOG") or Path(tempfile.gettempdir()) / "lora_trainer.log")
     _setup_logging(log_file)
+    quiet_third_party()
     try:
         check_path_args(args)
         from .model_files import check_model_args

@@ -25,6 +25,14 @@ def preset_for(base_model: Optional[str]) -> Optional[dict]:
     return None if base_model else dict(TOY_PRESET)
 
 
+def sampling_for(base_model: Optional[str]) -> dict:
+    """Test-image defaults (steps, cfg_scale, sampler): the toy model's for the embedded model, the usual
+    SD ones for a user's model."""
+    from .config import DEFAULT_SAMPLING, TOY_SAMPLING
+
+    return dict(DEFAULT_SAMPLING if base_model else TOY_SAMPLING)
+
+
 def load_backend(base_model: Optional[str], device: torch.device):
     """(backend, preset dict or None) for a command."""
     from .config import TOY_PRESET

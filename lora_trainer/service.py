@@ -48,6 +48,9 @@ class ModelProvider(Protocol):
         """The sampler names the test generator takes; the first is its default."""
         ...
 
+    # Optional: ``sampling() -> dict`` (steps, cfg_scale, sampler), the test-image defaults for this model
+    # (``Service.sampling``); a provider without it gets config.DEFAULT_SAMPLING.
+
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         """Make a finished LoRA usable where the user generates (the WebUI's Lora folder); None standalone.
         After training it follows the user's setting; ``always`` when the user picked a file to publish."""
@@ -94,6 +97,11 @@ class StandaloneModels:
         from .generate import SAMPLERS
 
         return list(SAMPLERS)
+
+    def sampling(self) -> dict:
+        from .models import sampling_for
+
+        return sampling_for(self.base_model)
 
     def publish(self, lora_file: Path, name: str, always: bool = False) -> Optional[Path]:
         return None
@@ -387,11 +395,16 @@ class Service:
         return self._submit(name, "train", {"train": dataclasses.asdict(cfg)}, job)
 
     def generate(self, name: str, prompts: list[str], *, lora: Optional[str] = None, weight: float = 1.0,
-                 negative: str = "", seeds: tuple = (0,), steps: int = 20, cfg_scale: float = 7.0,
-                 size: int = 0, sampler: Optional[str] = None) -> str:
+                 negative: str = "", seeds: tuple = (0,), steps: Optional[int] = None,
+                 cfg_scale: Optional[float] = None, size: int = 0, sampler: Optional[str] = None) -> str:
         """Test images with ``lora`` (a file name in the project's output/) into the job folder; ``sampler``
-        one of ``samplers()`` (None: the generator's default)."""
+        one of ``samplers()`` (None: the generator's default); ``steps``/``cfg_scale`` None: the model's
+        (``sampling()``)."""
         p = self.project(name)
+        defaults = self.sampling()
+        steps = int(steps) if steps is not None else int(defaults["steps"])
+        cfg_scale = float(cfg_scale) if cfg_scale is not None else float(defaults["cfg_scale"])
+        sampler = sampler or defaults["sampler"]
         if sampler and sampler not in self.samplers():
             raise UserError(f"unknown sampler {sampler!r}", "choose one of: " + ", ".join(self.samplers()))
         lora_path = None
@@ -460,6 +473,17 @@ class Service:
         check = getattr(self.models, "check", None)
         if check is not None:
             check()
+
+    def sampling(self) -> dict:
+        """The Test step's defaults for the model (steps, cfg_scale, sampler: the toy model's CFG 3, an SD
+        model's 7); the sampler is one of ``samplers()`` or None (the first)."""
+        from .config import DEFAULT_SAMPLING
+
+        fn = getattr(self.models, "sampling", None)
+        out = {**DEFAULT_SAMPLING, **(fn() if fn is not None else {})}
+        if out.get("sampler") not in self.samplers():
+            out["sampler"] = None
+        return out
 
     def samplers(self) -> list[str]:
         """The Test step's sampler names (the WebUI's in the WebUI, diffusers schedulers standalone); the

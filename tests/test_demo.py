@@ -50,15 +50,42 @@ def test_lora_at_weight_zero_is_the_base_model(toy_lora, toy_backend):
     assert [list(x.getdata()) for x in a] == [list(x.getdata()) for x in b]
 
 
-def test_demo_command_end_to_end(tmp_path):
+def test_ticker_says_a_line_every_so_often_and_always_the_last():
+    from lora_trainer.toy.demo import Ticker
+
+    now, said = [0.0], []
+    tick = Ticker(said.append, "images", 100, every=10.0, clock=lambda: now[0])
+    for done in range(1, 101):
+        now[0] += 1.5  # one item every 1.5 s
+        tick(done, 100)
+    assert said[0] == "  images 7/100" and said[-1] == "  images 100/100"
+    assert len(said) == 15  # 150 s: one line per 10.5 s and the last
+
+
+def test_demo_command_end_to_end(tmp_path, capsys):
     from lora_trainer.cli import main
 
+    from lora_trainer.toy import demo
     from lora_trainer.toy.demo import N_IMAGES
 
     out = tmp_path / "demo"
-    assert main(["demo", "--output-dir", str(out), "--steps", "2", "--quick"]) == 0
+    every, demo.PROGRESS_EVERY = demo.PROGRESS_EVERY, 0.0  # every tick says its line: all phases are seen
+    try:
+        assert main(["demo", "--output-dir", str(out), "--steps", "2", "--quick", "--seed", "43"]) == 0
+    finally:
+        demo.PROGRESS_EVERY = every
+    # progress in every long phase, on stderr, in plain lines (what a pipe or a CI log shows)
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(r"\n  probe step \d+/30 loss", err), "the LR probe"
+    for line in ("caching latents 20/20", "step 2/2 loss", "images without the LoRA 8/8",
+                 "images with the LoRA 8/8", "base model images 16/16", "detector check images 50/50"):
+        assert f"\n  {line}" in err, line
+    assert "images without the LoRA 4/8" in err, "sampling reports within a batch, not only at its end"
     result = json.loads((out / "demo.json").read_text(encoding="utf-8"))
     assert result["steps_run"] == ["photos", "prepare", "auto-tag", "cleanup", "estimate", "train", "test"]
+    assert result["details"]["train"]["seed"] == 43
     # prepare: every photo reported, the empty file and the exact copy skipped by name, the rest imported
     report = json.loads((out / "dataset" / "10_zkw" / "report.json").read_text(encoding="utf-8"))
     by_name = {f["file"]: f for f in report["files"]}

@@ -50,6 +50,7 @@ TEST_PROMPTS = (
 TEST_SEEDS = tuple(range(1000, 1064))   # 64 fixed seeds; seed i is paired with prompt i mod 4
 GRID_ROWS = 8
 DETECTOR_IMAGES = 500
+PROGRESS_EVERY = 10.0   # seconds between progress lines in a long phase (a pipe shows no progress bar)
 
 
 @dataclass
@@ -65,6 +66,8 @@ class DemoRun:
     say: Callable[[str], None] = print
     dataset_root: Optional[Path] = None
     probe_steps: int = 0            # LR probe's step cap (0 = the plateau rule's own)
+    train_seed: int = 0             # training seed (0 = the toy preset's, TrainConfig's 42)
+    progress_every: Optional[float] = None   # seconds between progress lines (None: PROGRESS_EVERY)
     background: Optional[str] = None  # the fill the prepare step put behind the subject, when it removed one
     images: list = field(default_factory=list)
     lora: Optional[Path] = None
@@ -78,6 +81,29 @@ class DemoRun:
     @property
     def photo_dir(self) -> Path:
         return self.output_dir / "photos"
+
+
+class Ticker:
+    """Progress lines for a phase that runs long without other output: one line when ``every`` seconds
+    have passed since the last (or since the start), and always the last (``done == total``). The demo's
+    log is often read through a pipe or a CI log, where no progress bar shows, and its test step once
+    ran 9 minutes in silence."""
+
+    def __init__(self, say: Callable[[str], None], label: str, total: int, every: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.say, self.label, self.total, self.clock = say, label, total, clock
+        self.every = PROGRESS_EVERY if every is None else every
+        self.last = clock()
+        self.done = -1
+
+    def __call__(self, done: int, total: Optional[int] = None, extra: str = "") -> None:
+        """``total`` as ``model.sample_pairs`` passes it (None: the one given at the start)."""
+        self.total = self.total if total is None else total
+        now = self.clock()
+        if done == self.done or (done < self.total and now - self.last < self.every):
+            return
+        self.last, self.done = now, done
+        self.say(f"  {self.label} {done}/{self.total}{extra}")
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -176,11 +202,20 @@ def step_estimate(run: DemoRun) -> None:
     from ..training.plateau import PlateauRule
     from ..training.stability import advice_text
 
+    from ..training.loop import Callbacks
+
     cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER)
     rule = PlateauRule(max_steps=run.probe_steps) if run.probe_steps else PlateauRule()
+    tickers: dict = {}
+
+    def progress(p) -> None:  # the probe's total is its step cap; the plateau rule usually stops it earlier
+        label = {"cache": "caching latents", "range test": "range test step"}.get(p.phase, "probe step")
+        t = tickers.setdefault(label, Ticker(run.say, label, p.total, run.progress_every))
+        t(p.step, p.total, "" if p.phase == "cache" or p.loss != p.loss else f" loss {p.loss:.4f}")
+
     preset = TOY_PRESET["unet_lr"]
     est = estimate_lr(run.backend, run.dataset_root, cfg, run.output_dir / "lr-estimate", rule=rule,
-                      preset_lr=preset)
+                      preset_lr=preset, callbacks=Callbacks(on_progress=progress))
     run.figures["estimate"] = {"unet_lr": est.unet_lr, "text_encoder_lr": est.text_encoder_lr, "steps": est.steps,
                                "reason": est.reason, "plot": str(est.plot), "preset_unet_lr": preset,
                                "ratio_to_preset": round(est.unet_lr / preset, 3), "plateau_lr": est.plateau_lr,
@@ -197,13 +232,15 @@ def step_train(run: DemoRun) -> None:
     from ..jobs import CANCELLED, FAILED, JobRunner
     from ..training.loop import Callbacks, train
 
-    cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER, max_steps=run.max_steps)
-    last = [0.0]
+    cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER, max_steps=run.max_steps,
+                     **({"seed": run.train_seed} if run.train_seed else {}))
+    tickers: dict = {}
 
     def progress(p) -> None:
-        if p.phase == "train" and (time.time() - last[0] > 2 or p.step == p.total):
-            last[0] = time.time()
-            run.say(f"  step {p.step}/{p.total} loss {p.loss:.4f} lr {p.lr:.2e} ({p.it_s:.1f} it/s)")
+        label = "caching latents" if p.phase == "cache" else "step"
+        t = tickers.setdefault(label, Ticker(run.say, label, p.total, run.progress_every))
+        t(p.step, p.total, "" if p.phase == "cache" or p.loss != p.loss else
+          f" loss {p.loss:.4f} lr {p.lr:.2e} ({p.it_s:.1f} it/s)")
 
     def job(ctx):
         cb = Callbacks(on_progress=lambda p: (ctx.progress(p), progress(p)), on_log=ctx.log)
@@ -230,15 +267,19 @@ def step_train(run: DemoRun) -> None:
     res = state["result"]
     run.lora = Path(res["output"])
     run.figures["train"] = {"steps": res["steps"], "loss": res["loss"], "seconds": round(res["seconds"], 1),
-                            "optimizer": res["optimizer"], "job": str(runner.job_dir(job_id))}
+                            "optimizer": res["optimizer"], "job": str(runner.job_dir(job_id)), "seed": cfg.seed}
     run.say(f"  wrote {run.lora} ({res['steps']} steps, {res['seconds']:.0f} s, {res['optimizer']})")
 
 
 def step_test(run: DemoRun) -> None:
     """Same prompts and seeds without and with ``<lora:zkw:1>``; the detector counts the new shape; the grid."""
     pairs = test_pairs(run.seeds)
-    imgs_without = generate(run.backend, pairs)
-    imgs_with = generate(run.backend, pairs, lora=run.lora)
+
+    def ticker(label: str, total: int) -> Ticker:
+        return Ticker(run.say, label, total, run.progress_every)
+
+    imgs_without = generate(run.backend, pairs, progress=ticker("images without the LoRA", len(pairs)))
+    imgs_with = generate(run.backend, pairs, lora=run.lora, progress=ticker("images with the LoRA", len(pairs)))
     without = [s == NEW_SHAPE for s in detected_shapes(imgs_without)]
     with_ = [s == NEW_SHAPE for s in detected_shapes(imgs_with)]
     run.figures["with_lora"] = float(np.mean(with_))
@@ -250,12 +291,14 @@ def step_test(run: DemoRun) -> None:
               [f"{pairs[i][0]}  (seed {pairs[i][1]})" for i in rows])
     from . import model as M
 
-    q = M.base_quality(run.backend, seeds=tuple(range(run.quality_seeds)))
+    q = M.base_quality(run.backend, seeds=tuple(range(run.quality_seeds)),
+                       progress=ticker("base model images", len(M.BASE_PROMPTS) * run.quality_seeds))
     run.figures["base_quality"] = q["rate"]
     run.figures["base_quality_per_prompt"] = q["per_prompt"]
     run.say(f"  base model: prompted shape and colour found in {q['rate']:.0%} of "
             f"{len(M.BASE_PROMPTS)}×{run.quality_seeds}")
-    run.figures["detector_accuracy"] = detector_accuracy(run.detector_images)
+    run.figures["detector_accuracy"] = detector_accuracy(
+        run.detector_images, progress=ticker("detector check images", run.detector_images))
     run.say(f"  detector accuracy on {run.detector_images} ground-truth images: {run.figures['detector_accuracy']:.1%}")
 
 
@@ -289,8 +332,9 @@ def test_pairs(seeds=TEST_SEEDS) -> list[tuple[str, int]]:
     return [(TEST_PROMPTS[i % len(TEST_PROMPTS)], s) for i, s in enumerate(seeds)]
 
 
-def generate(backend, pairs, lora: Optional[Path] = None, weight: float = 1.0) -> list:
-    """Images for the pairs, the LoRA file attached at ``weight`` (through the generator's own loader)."""
+def generate(backend, pairs, lora: Optional[Path] = None, weight: float = 1.0, progress=None) -> list:
+    """Images for the pairs, the LoRA file attached at ``weight`` (through the generator's own loader);
+    ``progress(done, total)`` as ``model.sample_pairs`` calls it."""
     from ..generate import DiffusersGenerator
     from . import model as M
 
@@ -298,7 +342,7 @@ def generate(backend, pairs, lora: Optional[Path] = None, weight: float = 1.0) -
     try:
         if net is not None:
             net.attach()
-        images = M.sample_pairs(backend, pairs)
+        images = M.sample_pairs(backend, pairs, progress=progress)
     finally:
         if net is not None:
             net.detach()
@@ -317,7 +361,8 @@ def new_shape_rate(backend, lora: Optional[Path], seeds=TEST_SEEDS) -> float:
     return float(np.mean([s == NEW_SHAPE for s in shapes]))
 
 
-def detector_accuracy(n: int = DETECTOR_IMAGES, seed: int = 1234) -> float:
+def detector_accuracy(n: int = DETECTOR_IMAGES, seed: int = 1234,
+                      progress: Optional[Callable[[int, int], None]] = None) -> float:
     """Shape AND colour right on ``n`` rendered scenes (base shapes and the new one, some striped)."""
     from .detector import detect
     from .world import BASE_SHAPES
@@ -325,9 +370,11 @@ def detector_accuracy(n: int = DETECTOR_IMAGES, seed: int = 1234) -> float:
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng, shapes=BASE_SHAPES + (NEW_SHAPE,), texture_prob=0.2) for _ in range(n)]
     hits = 0
-    for s in scenes:
+    for i, s in enumerate(scenes, 1):
         d = detect(render(s))
         hits += d.shape == s.shape and d.colour == s.colour
+        if progress is not None:
+            progress(i, n)
     return hits / n
 
 
@@ -360,7 +407,7 @@ def save_grid(path: Path, rows: list, labels: list, scale: int = 4) -> Path:
 
 def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, quality_seeds: int = 64,
              say: Callable[[str], None] = print, steps=None, weights=None,
-             detector_images: int = DETECTOR_IMAGES, probe_steps: int = 0) -> dict:
+             detector_images: int = DETECTOR_IMAGES, probe_steps: int = 0, train_seed: int = 0) -> dict:
     """Run the workflow steps on the toy world; write ``DIR/demo.json``; return its figures."""
     import torch
 
@@ -388,7 +435,7 @@ def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, qual
         backend = tiny_backend(device=device)
         seeds, quality_seeds = tuple(seeds)[:8], min(quality_seeds, 2)
     run = DemoRun(out, backend, max_steps=max_steps, seeds=tuple(seeds), quality_seeds=quality_seeds,
-                  detector_images=detector_images, say=say, probe_steps=probe_steps)
+                  detector_images=detector_images, say=say, probe_steps=probe_steps, train_seed=train_seed)
     for i, (name, fn) in enumerate(steps or STEPS, 1):
         t0 = time.time()
         say(f"[{i}/{len(steps or STEPS)}] {name}")
@@ -415,6 +462,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=0, metavar="N",
                    help="stop training after N steps (default: the toy preset's 100)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="training seed (default: the toy preset's 42); the ring rate moves by several points with it")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 8 test seeds, 2 seeds per base prompt, 50 detector images, a 30-step LR probe "
                         "(figures not comparable)")
@@ -425,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
 
     quick = dict(seeds=TEST_SEEDS[:8], quality_seeds=2, detector_images=50, probe_steps=30) if args.quick else {}
     result = run_demo(Path(args.output_dir), max_steps=max(0, args.steps or 0), device=torch.device(args.device),
+                      train_seed=max(0, args.seed or 0),
                       say=lambda m: print(m, file=sys.stderr, flush=True), **quick)
     print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
+
+from ..config import TOY_SAMPLING
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_model.safetensors"
 FORMAT = "lora-trainer-toy/1"
@@ -60,8 +62,10 @@ BASE_PROMPTS = (
     ("green frame, gray background, large, top right", "frame", "green"),
     ("yellow square, white background, small, bottom left", "square", "yellow"),
 )
-SAMPLE_STEPS = 20
-CFG_SCALE = 3.0  # base quality on 8×16 seeds: 0.984 (5.0: 0.945); a ring LoRA on a frame world: 91 % (5.0: 66 %)
+# How the toy model samples (config.TOY_SAMPLING, also the CLI's and the tab's defaults on it): CFG 3 gives
+# base quality on 8×16 seeds 0.984 (5.0: 0.945); a ring LoRA on a frame world: 91 % (5.0: 66 %).
+SAMPLE_STEPS = int(TOY_SAMPLING["steps"])
+CFG_SCALE = float(TOY_SAMPLING["cfg_scale"])
 
 PathLike = Union[str, Path]
 
@@ -239,12 +243,14 @@ def sample(be, prompts: Sequence[str], seeds: Sequence[int], **kw) -> list:
 
 @torch.no_grad()
 def sample_pairs(be, pairs: Sequence[tuple], *, steps: int = SAMPLE_STEPS, cfg_scale: float = CFG_SCALE,
-                 negative: str = "", batch: int = 64) -> list:
+                 negative: str = "", batch: int = 64, progress: Optional[Callable[[int, int], None]] = None) -> list:
     """One PIL image per ``(prompt, seed)`` pair, batched.
 
     Same scheduler, initial noise per seed and guidance as the diffusers pipeline ``DiffusersGenerator``
     runs, but a whole batch of seeds goes through the UNet at once: 64 images cost about what 4 cost
-    one by one. Attach a LoRA around the call to sample with it.
+    one by one. Attach a LoRA around the call to sample with it. ``progress(done, total)`` is called after
+    every denoising step with the images done so far (fractions of a batch rounded down), since one batch
+    can take minutes on a busy CPU.
     """
     from PIL import Image
 
@@ -263,10 +269,14 @@ def sample_pairs(be, pairs: Sequence[tuple], *, steps: int = SAMPLE_STEPS, cfg_s
         x = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s)))
                        for _, s in chunk]).to(be.device, be.dtype) * sched.init_noise_sigma
         cond = torch.stack([uncond] * len(chunk) + [cond_of[p] for p, _ in chunk]).to(be.device, be.dtype)
+        k = 0
         for t in sched.timesteps:
             inp = sched.scale_model_input(torch.cat([x, x]), t)
             eps_u, eps_c = unet(inp, t, encoder_hidden_states=cond).sample.chunk(2)
             x = sched.step(eps_u + cfg_scale * (eps_c - eps_u), t, x).prev_sample
+            k += 1
+            if progress is not None:
+                progress(start + len(chunk) * k // len(sched.timesteps), len(pairs))
         px = vae.decode(x / vae.config.scaling_factor).sample
         arr = ((px.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         images += [Image.fromarray(a, "RGB") for a in arr]

@@ -148,7 +148,9 @@ def launch(app, host: str, port: Optional[int], workspace: str, block: bool = Tr
 
     ws = Path(workspace).expanduser().resolve()
     app.queue(**queue_kw(8))
-    return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False,
+    # quiet: no "set `share=True`" hint (a public link is what this server must not make); gradio still
+    # prints its local URL, after our own line naming the workspace
+    return app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False, share=False, quiet=True,
                       allowed_paths=[str(ws)], prevent_thread_lock=not block, auth=auth or None,
                       app_kwargs={"middleware": [Middleware(FileRouteGuard, roots=[ws, gradio_temp_dir()])]})
 

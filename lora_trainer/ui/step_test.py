@@ -80,6 +80,12 @@ def infotext_block(images: list[str], t=EN) -> str:
     return f"\n\n{t('Infotext of the first image:')}\n```\n{text}\n```" if text else ""
 
 
+def _sampling(service, steps, cfg_scale) -> dict:
+    """Steps and CFG as typed; an emptied field falls back to the model's default, not a fixed 20/7."""
+    d = service.sampling()
+    return {"steps": int(steps or d["steps"]), "cfg_scale": float(cfg_scale or d["cfg_scale"])}
+
+
 def publish(ctx: Ctx, project, lora) -> str:
     """The chosen file into the WebUI's Lora folder under a unique name; what to type in txt2img."""
     name = need_project(project)
@@ -97,7 +103,7 @@ def generate(ctx: Ctx, project, prompt, negative, seeds, weight, steps, cfg_scal
     seed_list = parse_numbers(seeds, int, "seeds")
     job = ctx.service.generate(name, [prompt or default_prompt(ctx.service, name)], negative=negative or "",
                                lora=None if not lora or lora == NO_LORA else lora, weight=float(weight or 0),
-                               seeds=tuple(seed_list), steps=int(steps or 20), cfg_scale=float(cfg_scale or 7),
+                               seeds=tuple(seed_list), **_sampling(ctx.service, steps, cfg_scale),
                                size=int(size or 0), sampler=sampler or None)
     for st in watch(ctx.service, job, ctx.poll):
         if st["status"] == "finished":
@@ -128,7 +134,7 @@ def grid(ctx: Ctx, project, prompt, negative, seeds, steps, cfg_scale, size, sam
         for j, w in enumerate(ws):
             job = ctx.service.generate(name, [prompt or default_prompt(ctx.service, name)], negative=negative or "",
                                        lora=None if f == NO_LORA else f, weight=w, seeds=(seed,),
-                                       steps=int(steps or 20), cfg_scale=float(cfg_scale or 7), size=int(size or 0),
+                                       **_sampling(ctx.service, steps, cfg_scale), size=int(size or 0),
                                        sampler=sampler or None)
             for st in watch(ctx.service, job, ctx.poll):
                 shown = dict(st, progress={"phase": ctx.t("grid cell"), "step": i * len(ws) + j + 1, "total": total})
@@ -172,6 +178,7 @@ def build(ctx: Ctx) -> dict:
     t = ctx.t
     files = lora_files(ctx.service, ctx.initial_project)
     test = proposed(ctx.service)["test"]  # smaller on a CPU (config.device_defaults)
+    sampling = ctx.service.sampling()  # the model's own: the toy model draws at CFG 3, an SD model at 7
     tip = ctx.tip
     with gr.Column(elem_id="lt-test"):
         gr.Markdown(t("Draw images with the LoRA to see what it learned; compare the intermediate saves in the "
@@ -188,14 +195,16 @@ def build(ctx: Ctx) -> dict:
                                elem_id=tip("lt-test-weight", "How strongly the LoRA is applied (1 = as trained)"))
             seeds = gr.Textbox(value=", ".join(str(x) for x in test["seeds"]), label=t("Seeds"),
                                elem_id=tip("lt-test-seeds", "One image per seed, comma-separated"))
-            steps = gr.Number(value=test["steps"], precision=0, minimum=1, maximum=150, label=t("Sampling steps"),
+            steps = gr.Number(value=min(int(sampling["steps"]), int(test["steps"])), precision=0, minimum=1,
+                              maximum=150, label=t("Sampling steps"),
                               elem_id=tip("lt-test-steps", "Denoising steps per image"))
-            cfg = gr.Number(value=7.0, minimum=1, maximum=30, label=t("CFG scale"),
+            cfg = gr.Number(value=float(sampling["cfg_scale"]), minimum=1, maximum=30, label=t("CFG scale"),
                             elem_id=tip("lt-test-cfg", "How closely the image follows the prompt"))
             size = gr.Number(value=int(test["size"]), precision=0, minimum=0, maximum=2048,
                              label=t("Size"), elem_id=tip("lt-test-size", "Image side in pixels (0 = the training resolution)"))
             samplers = ctx.service.samplers()
-            sampler = gr.Dropdown(choices=samplers, value=samplers[0] if samplers else None, label=t("Sampler"),
+            sampler = gr.Dropdown(choices=samplers, value=sampling["sampler"] or (samplers[0] if samplers else None),
+                                  label=t("Sampler"),
                                   elem_id=tip("lt-test-sampler", "How the image is denoised (the WebUI's samplers "
                                               "in the WebUI)"))
         with gr.Row():
