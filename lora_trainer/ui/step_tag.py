@@ -11,7 +11,7 @@ from typing import Optional
 
 from ..prepare.config import TagConfig
 from . import controls as C
-from .common import EN, Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
+from .common import EN, Ctx, done_text, guard_gen, need_project, plain_choices, progress_html, watch, wire_cancel
 
 KINDS = ("tag",)
 OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
@@ -19,6 +19,9 @@ OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger",
 
 def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None) -> tuple[list, str, list[str]]:
     """(dropdown choices as (label, name), the proposed name, notes about the unavailable ones).
+
+    The dropdown itself gets the labels (``common.plain_choices``): gradio 3.41's Dropdown shows a pair as
+    its repr and sends that back, so the handler maps the label to the name.
 
     ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else the host's
     Deepbooru, the toy tagger, WD14, in that order."""
@@ -51,11 +54,12 @@ def captions(service, project: Optional[str]) -> list:
     return out
 
 
-def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values):
-    """Generator: [progress, gallery, message]."""
+def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values, names: Optional[dict] = None):
+    """Generator: [progress, gallery, message]. ``names``: the dropdown's label → tagger name."""
     import gradio as gr
 
     name = need_project(project)
+    tagger = (names or {}).get(tagger, tagger)
     opts = {"tagger": tagger or "none", "trigger": trigger or "", **C.collect(TagConfig, OPTION_NAMES, values)}
     job = ctx.service.autotag(name, opts)
     for st in watch(ctx.service, job, ctx.poll):
@@ -76,12 +80,14 @@ def build(ctx: Ctx) -> dict:
     import gradio as gr
 
     t = ctx.t
-    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"))
+    pairs, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"))
+    labels, names = plain_choices(pairs)
     with gr.Column(elem_id="lt-tag"):
         gr.Markdown(t("Write a caption of tags for every image; the trigger word goes first."),
                     elem_classes=["lt-help"])
         with gr.Row():
-            tagger = gr.Dropdown(choices=choices, value=proposed, label=t("Tagger"),
+            label_of = {v: k for k, v in names.items()}
+            tagger = gr.Dropdown(choices=labels, value=label_of.get(proposed, proposed), label=t("Tagger"),
                                  elem_id=ctx.tip("lt-tag-tagger", C.field_meta_help(TagConfig, "tagger")))
             trigger = gr.Textbox(label=t("Trigger"), elem_id=ctx.tip("lt-tag-trigger",
                                                                      C.field_meta_help(TagConfig, "trigger")))
@@ -99,14 +105,14 @@ def build(ctx: Ctx) -> dict:
         progress = gr.HTML(progress_html(None), elem_id="lt-tag-progress")
         msg = gr.Markdown("", elem_id="lt-tag-msg", elem_classes=["lt-msg"])
         pics = gr.Gallery(label=t("Images and captions"), columns=6, height="auto", elem_id="lt-tag-gallery")
-    return {"tagger": tagger, "trigger": trigger, "controls": ctrls, "run": run_btn, "cancel": cancel_btn,
+    return {"tagger": tagger, "tagger_names": names, "trigger": trigger, "controls": ctrls, "run": run_btn, "cancel": cancel_btn,
             "progress": progress, "msg": msg, "gallery": pics}
 
 
 def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     outs = [parts["progress"], parts["gallery"], parts["msg"]]
     inputs = [ctx.project, parts["tagger"], parts["trigger"]] + [parts["controls"][n] for n in OPTION_NAMES]
-    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
+    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v, names=parts["tagger_names"])), inputs, outs)
     wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
 
 
