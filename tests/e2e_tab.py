@@ -335,7 +335,8 @@ def _steps(page, d: Driver, seen: dict, images: list[Path], url: str, workspace:
                                timeout=30_000)
         seen["forecast"] = d.text("lt-train-forecast")
         d.click("lt-train-run")
-        d.wait_status("lt-train-progress")
+        if d.wait_status("lt-train-progress", ("finished", "failed", "cancelled", "interrupted")) != "finished":
+            raise RuntimeError(f"training did not finish: {d.text('lt-train-msg')}")
         d.wait_images("lt-train-loss", 1, timeout=30_000)
         seen["train_msg"] = d.text("lt-train-msg")
         seen["screenshots"].append(d.shot(SHOTS[5]))
@@ -520,13 +521,15 @@ def every_choice(page, d: "Driver", url: str, workspace: Optional[Path]) -> dict
                 if TUPLE_LIKE.match(text):
                     report["problems"].append(f"{eid}: the option {text!r} is a pair shown as text")
                 box = label.locator("input")
+                was = box.is_checked()
                 box.click()
                 report["chosen"] += 1
                 page.wait_for_timeout(100)
-                if not box.is_checked():
-                    report["problems"].append(f"{eid}: chose {text!r}, it is not ticked")
+                want = not was if kind == "checkboxgroup" else True   # a checkbox toggles, a radio is chosen
+                if box.is_checked() != want:
+                    report["problems"].append(f"{eid}: clicked {text!r}, ticked is {box.is_checked()}, not {want}")
                 if kind == "checkboxgroup":
-                    box.click()   # and untick it again
+                    box.click()   # and back as it was
             if kind == "radio" and n:
                 labels.nth(0).locator("input").click()
     return report
