@@ -252,6 +252,19 @@ def estimate_step(page, d: "Driver", seen: dict) -> None:
     seen["screenshots"].append(d.shot(SHOTS[4]))
 
 
+def webui_reload_and_choices(page, d: "Driver", seen: dict, url: str, workspace: Optional[Path]) -> None:
+    """The WebUI page's run after step 4: reload, then a Tag run must land in the project in view."""
+    d.seconds["reload"] = time.time()
+    reload_and_check(page, d, seen, url, workspace, True)
+    d.tab("3")
+    d.click("lt-tag-run")
+    d.wait_status("lt-tag-progress")
+    if workspace is not None:
+        seen["tag_projects"] = job_projects(workspace, "tag")
+    d.seconds["choices"] = time.time()
+    seen["choices"] = every_choice(page, d, url, workspace)
+
+
 def _steps(page, d: Driver, seen: dict, images: list[Path], url: str, workspace: Optional[Path] = None,
            webui: bool = False) -> None:
     if True:
@@ -323,6 +336,10 @@ def _steps(page, d: Driver, seen: dict, images: list[Path], url: str, workspace:
         # page the probe runs on the double's model, the same Service code, and would double the run's time)
         if not webui:
             estimate_step(page, d, seen)
+
+        if webui:  # training on the double's model in this page does not finish yet (see test_ui_browser)
+            webui_reload_and_choices(page, d, seen, url, workspace)
+            return
 
         # ---- 6 · Train: a few steps, an intermediate save halfway
         d.tab("6")
