@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import types
@@ -65,6 +66,56 @@ print(json.dumps({{"elapsed": elapsed, "heavy": heavy, "registered": script_call
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["heavy"] == [] and res["registered"] == CALLBACKS
     assert res["elapsed"] < 1.0, res
+
+
+# Imported only when a step needs them: none of these may come with the extension's start-up (its load, the
+# tab's build, the API's mount). rembg pulls in pymatting, whose numba code compiles on the first import
+# after install (~40 s of the WebUI's start). The host's own imports (torch, gradio, ...) do not count.
+HEAVY = ("rembg", "pymatting", "onnxruntime", "numba", "llvmlite", "cv2", "skimage", "pooch", "diffusers",
+         "pillow_heif", "pillow_avif", "bitsandbytes", "tensorboard", "peft", "lora_trainer.training.loop",
+         "lora_trainer.prepare.pipeline", "lora_trainer.tagging.wd14_model")
+
+
+def test_start_up_imports_nothing_heavy():
+    """The WebUI's start as far as the extension is concerned, in a fresh process with the double: the script
+    loaded the WebUI's way, then ``on_ui_tabs`` (the tab is built while the WebUI starts) and
+    ``on_app_started`` with ``--api``. Heavy modules the host has not imported stay out of ``sys.modules``."""
+    code = f"""
+import importlib.util, json, os, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from webui_double.fixture import install
+root = Path(tempfile.mkdtemp(prefix="lt-startup-"))
+os.chdir(root)
+os.environ["HF_HUB_OFFLINE"] = "1"
+d, _ = install(root)
+import gradio, fastapi  # the WebUI has these before it loads extensions
+before = set(sys.modules)
+t0 = time.perf_counter()
+sys.path.insert(0, {str(ROOT)!r})
+spec = importlib.util.spec_from_file_location("lora_trainer_ext.py", {str(SCRIPT)!r})
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+sys.path.remove({str(ROOT)!r})
+[(blocks, _title, _id)] = script.on_ui_tabs()
+d.flags(api=True)
+script.on_app_started(None, fastapi.FastAPI())
+elapsed = time.perf_counter() - t0
+new = set(sys.modules) - before
+heavy = {HEAVY!r}
+print(json.dumps({{"elapsed": elapsed, "imported": sorted(m for m in heavy if m in new),
+                  "host_had": sorted(m for m in heavy if m in before), "tab": type(blocks).__name__,
+                  "lora_trainer": sorted(m for m in new if m.startswith("lora_trainer"))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/",
+                         env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["tab"] == "Blocks" and "lora_trainer.ui.tab" in res["lora_trainer"], res
+    assert not {"rembg", "pymatting", "numba"} & set(res["host_had"]), res   # else this test could not fail
+    assert res["imported"] == [], res
+    # the extension's share of the start-up (load, tab, API) on a busy CI machine; ~0.5 s on an idle one
+    assert res["elapsed"] < 5.0, res
 
 
 def test_settings_section_and_prefixed_keys(webui_double):

@@ -169,9 +169,10 @@ def test_project_images_prepare_tag_and_clear_errors(svc, tab, tmp_path):
 
     # every step refreshes when the project is opened
     changes = handlers(tab, p["ctx"].project, "change")
-    assert len(changes) == 9  # the summary, the seven steps, the Disk line
-    for fn, _dep in changes:
-        fn("amy")
+    assert len(changes) == 2  # one callback fills the summary and the seven steps; the Disk line
+    (open_project, _dep), (disk_line, _ddep) = changes
+    assert len(open_project("amy")) == len(_dep["outputs"])
+    disk_line("amy")
 
     add = handlers(tab, steps["images"]["add"])[0][0]
     gallery, _sel, summary, msg = add("amy", [type("F", (), {"name": f})() for f in world_images(tmp_path / "up")])
@@ -267,7 +268,7 @@ def test_estimate_train_resume_and_test_on_the_model(svc, tab, tmp_path):
     assert cancelled == "Cancelling…" and 'data-status="cancelled"' in out[0]
     choices = step_train.resumable(svc, "bo")
     assert len(choices) == 1
-    out = last(handler(tab, steps["train"]["resume"])("bo", choices[0][1]))
+    out = last(handler(tab, steps["train"]["resume"])("bo", choices[0]))
     assert 'data-status="finished"' in out[0] and "6/6" in out[0]
 
     # 7 · Test: two seeds with the final file, then the epoch × weight grid
@@ -540,3 +541,75 @@ def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path,
     finally:
         s.runner.shutdown()
         hub.close()
+
+
+# --------------------------------------------------------------------------------------------- choices, reload
+
+def _labels(comp) -> list:
+    """A choice component's labels as the page shows them (3.41 Dropdown: the strings; pairs elsewhere)."""
+    return [c[0] if isinstance(c, (tuple, list)) else c for c in comp.choices]
+
+
+def choice_components(blocks) -> list:
+    return [b for b in blocks.blocks.values() if isinstance(b, (gr.Dropdown, gr.Radio, gr.CheckboxGroup))]
+
+
+def test_every_dropdown_shows_plain_labels_not_pairs(tab):
+    """gradio 3.41's Dropdown turns a (label, value) pair into its repr ("('toy', 'toy')") and sends that
+    back (pairs came in 4.0): every dropdown of the tab holds plain strings."""
+    comps = choice_components(tab)
+    assert len(comps) >= 10
+    for comp in comps:
+        for label in _labels(comp):
+            assert isinstance(label, str) and not (label.startswith(("(", "[")) and "," in label), \
+                (comp.elem_id, label)
+
+
+def test_every_tagger_in_the_dropdown_is_understood(svc, tab, tmp_path):
+    """What the page sends for each tagger entry is what the step runs: a known tagger, never "unknown"."""
+    steps = parts_of(tab)["steps"]
+    svc.create_project("tg", trigger="zkw", repeats=1)
+    tag_vals = [C.default_of(step_tag.TagConfig, n) for n in step_tag.OPTION_NAMES]
+    run = handler(tab, steps["tag"]["run"])
+    labels = _labels(steps["tag"]["tagger"])
+    assert steps["tag"]["tagger"].value in labels and "toy" in labels
+    for label in labels:
+        msg = last(run("tg", label, "zkw", *tag_vals))[-1]
+        assert "unknown tagger" not in msg, (label, msg)
+        assert ("unavailable" in label) == ("not available" in msg), (label, msg)
+
+
+def test_a_reloaded_page_opens_the_project_last_opened_with_its_settings(tmp_path):
+    """A reload keeps no page state: the page's dropdown comes back with the value the tab was built with.
+    The load event puts the project the tab opened last back, with that project's saved settings."""
+    s = Service(tmp_path / "ws", StandaloneModels(device="cpu"))
+    try:
+        s.create_project("aaa", trigger="a", repeats=1)
+        blocks = build_tab(s, {"host": "test"})
+        p = parts_of(blocks)
+        steps = p["steps"]
+        s.create_project("bbb", trigger="b", repeats=1)
+        s.save_train_config("bbb", s.train_config("bbb", {"resolution": 768, "max_steps": 40}))
+        [(open_project, _)] = handlers(blocks, p["ctx"].project, "change")
+        open_project("bbb")                                     # the person picked bbb
+        loads = [(fn, dep) for fn, dep in zip((f.fn for f in blocks.fns), blocks.dependencies)
+                 if dep.get("trigger") == "load" or any(isinstance(t, (list, tuple)) and t[1] == "load"
+                                                        for t in dep["targets"])]
+        [(on_load, dep)] = [x for x in loads if p["ctx"].project._id in x[1]["outputs"]]
+        out = dict(zip(dep["outputs"], on_load("aaa")))        # the reloaded page still says aaa
+        assert out[p["ctx"].project._id]["value"] == "bbb"
+        ctrls = steps["train"]["controls"]
+        assert out[ctrls["resolution"]._id]["value"] == 768 and out[ctrls["max_steps"]._id]["value"] == 40
+        assert out[steps["tag"]["trigger"]._id] == "b"
+        # the project in view is the one acted on: the step's run takes the dropdown's value
+        fn, dep = handlers(blocks, steps["train"]["run"])[0]
+        assert dep["inputs"][0] == p["ctx"].project._id
+    finally:
+        s.runner.shutdown()
+
+
+def test_the_webui_keeps_no_copy_of_the_tabs_values(svc):
+    """The WebUI's ui-config.json would bring back first-start values over the project's own on every
+    start; every component of the tab carries the WebUI's opt-out."""
+    blocks = build_tab(svc, {"host": "test"})
+    assert all(getattr(b, "do_not_save_to_config", False) for b in blocks.blocks.values())

@@ -72,12 +72,21 @@ def _import(module: str):
                         "choose background none") from None
 
 
+# What ``import rembg.sessions`` needs (rembg 2.0.69's own imports; in the WebUI it is installed --no-deps).
+REMBG_MODULES = ("rembg", "onnxruntime", "pymatting", "cv2", "scipy", "pooch", "jsonschema")
+
+
 def rembg_available() -> tuple[bool, str]:
-    """(True, "") when rembg and its runtime import; else (False, what is missing). Never downloads."""
-    try:
-        _import("rembg.sessions")
-    except UserError as exc:
-        return False, str(exc)
+    """(True, "") when rembg and what it imports are installed; else (False, what is missing). Never downloads.
+
+    Looked up, not imported: importing rembg imports pymatting, whose numba code compiles on the first
+    import (~40 s once after install), and the tab asks this while the WebUI starts."""
+    from ..compat import has_module
+
+    missing = [m for m in REMBG_MODULES if not has_module(m)]
+    if missing:
+        return False, (f"background removal needs {missing[0]!r}, which is not installed — install rembg "
+                       f"2.0.69 and onnxruntime (the extension's installer does this), or choose background none")
     return True, ""
 
 

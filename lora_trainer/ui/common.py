@@ -38,6 +38,7 @@ class Ctx:
     project: Any = None            # the project dropdown (an input of nearly every callback)
     summary: Any = None            # the project header (its counts); an output of the steps that change them
     initial_project: Optional[str] = None
+    last_project: Optional[str] = None     # the project this tab opened last: a reloaded page opens it again
     poll: float = POLL_SECONDS
     stops: set = field(default_factory=set)   # (project, sequence) pairs whose multi-job loop should stop
 
@@ -223,6 +224,18 @@ def cancel_jobs(service, project: Optional[str], kinds) -> int:
 
 
 # --------------------------------------------------------------------------------------------- gradio 3/4
+
+def plain_choices(pairs) -> tuple[list[str], dict[str, Any]]:
+    """(labels, label → value) for a Dropdown. gradio 3.41's Dropdown takes strings only: a (label, value)
+    pair becomes its repr on the page and comes back as that string (pairs came in 4.0; Radio and
+    CheckboxGroup take them in 3.41 too). So the label is the choice and the handler maps it back."""
+    labels, values = [], {}
+    for pair in pairs:
+        label, value = (pair if isinstance(pair, (tuple, list)) else (pair, pair))
+        labels.append(str(label))
+        values[str(label)] = value
+    return labels, values
+
 
 def file_paths(files: Any) -> list[str]:
     """Uploaded files as paths: tempfile wrappers (``.name``) in gradio 3, strings in 4."""

@@ -94,7 +94,8 @@ def build_tag_editor(get_folder: Callable[[], Optional[str]]):
                 with gr.Row():
                     bulk_tags = gr.Textbox(label="Tags", elem_id="lt-tags-bulk-tags", scale=3)
                     bulk_to = gr.Textbox(label="Replace with", elem_id="lt-tags-bulk-to", scale=2)
-                    bulk_pos = gr.Radio(["back", "front"], value="back", label="Add where", scale=1)
+                    bulk_pos = gr.Radio(["back", "front"], value="back", label="Add where", scale=1,
+                                        elem_id="lt-tags-bulk-pos")
                 with gr.Row():
                     bulk_btns = {a: gr.Button(label, elem_id=f"lt-tags-bulk-{a}") for a, label in [
                         ("add", "Add"), ("remove", "Remove"), ("replace", "Replace"), ("dedupe", "Remove duplicates"),

@@ -55,10 +55,12 @@ def build(ctx: Ctx, prefix: str, name: Optional[str]) -> dict:
     return {"download": btn, "download_progress": progress}
 
 
-def wire(ctx: Ctx, parts: dict, choice, msg, refresh: Callable) -> None:
-    """``choice`` changing shows or hides the button; the button downloads, then ``refresh(name)`` gives
-    the choice's new state (its labels: the model is now available)."""
-    choice.change(guard(1, ctx.t)(lambda n: button_update(ctx, n)), [choice], [parts["download"]])
+def wire(ctx: Ctx, parts: dict, choice, msg, refresh: Callable, to_name: Callable = lambda v: v) -> None:
+    """``choice`` changing shows or hides the button; the button downloads, then ``refresh(value)`` gives
+    the choice's new state (its labels: the model is now available). ``to_name``: the choice's value (a
+    dropdown label, ``common.plain_choices``) → the model's name."""
+    choice.change(guard(1, ctx.t)(lambda v: button_update(ctx, to_name(v))), [choice], [parts["download"]])
     parts["download_event"] = parts["download"].click(
-        guard_gen(3, ctx.t)(lambda n: download(ctx, n)), [choice], [parts["download_progress"], parts["download"], msg]
+        guard_gen(3, ctx.t)(lambda v: download(ctx, to_name(v))), [choice],
+        [parts["download_progress"], parts["download"], msg]
     ).then(guard(1, ctx.t)(refresh), [choice], [choice])

@@ -41,15 +41,18 @@ def plan(service, project: str, tagger: str, estimate: bool) -> list[str]:
     return todo + ["train", "generate"]
 
 
-def run(ctx: Ctx, project: Optional[str], estimate: bool, n_prep: int, n_tag: int, *values):
+def run(ctx: Ctx, project: Optional[str], estimate: bool, n_prep: int, n_tag: int, *values,
+        tagger_names: Optional[dict] = None):
     """Generator: [progress, gallery, message]. ``values``: prepare controls, tagger, trigger, tag options,
-    train controls (``n_prep`` and ``n_tag`` say where each part ends)."""
+    train controls (``n_prep`` and ``n_tag`` say where each part ends); ``tagger_names``: the tagger
+    dropdown's label → name."""
     import gradio as gr
 
     t, svc = ctx.t, ctx.service
     name = need_project(project)
     prep_vals = values[:n_prep]
     tagger, trigger = values[n_prep], values[n_prep + 1]
+    tagger = (tagger_names or {}).get(tagger, tagger)
     tag_vals = values[n_prep + 2:n_prep + 2 + n_tag]
     train_ov = step_train.overrides(values[n_prep + 2 + n_tag:])
     todo = plan(svc, name, tagger, estimate)
@@ -126,7 +129,9 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     n_prep, n_tag = len(prep_ctrls), len(tag_ctrls)
     inputs = [ctx.project, parts["estimate"], *prep_ctrls, tag["tagger"], tag["trigger"], *tag_ctrls,
               *step_train.control_list(train)]
-    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, e, *v: run(ctx, p, e, n_prep, n_tag, *v)), inputs,
-                                            [parts["progress"], parts["gallery"], parts["msg"]])
+    names = tag["tagger_names"]
+    parts["run_event"] = parts["run"].click(
+        guard_gen(3, ctx.t)(lambda p, e, *v: run(ctx, p, e, n_prep, n_tag, *v, tagger_names=names)), inputs,
+        [parts["progress"], parts["gallery"], parts["msg"]])
     parts["cancel"].click(lambda p: stop_sequence(ctx, p, "recipe", ALL_KINDS), [ctx.project], [parts["msg"]],
                           queue=False)

@@ -13,7 +13,7 @@ from typing import Optional
 from ..prepare.config import TagConfig
 from . import controls as C
 from . import model_download
-from .common import EN, Ctx, done_text, guard_gen, need_project, progress_html, watch, wire_cancel
+from .common import EN, Ctx, done_text, guard_gen, need_project, plain_choices, progress_html, watch, wire_cancel
 
 KINDS = ("tag",)
 OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger", "trigger")]
@@ -22,6 +22,9 @@ OPTION_NAMES = [n for n in C.groups(TagConfig)["tagging"] if n not in ("tagger",
 def tagger_choices(t=EN, cfg=None, preferred: Optional[str] = None, toy_model: bool = False
                    ) -> tuple[list, str, list[str]]:
     """(dropdown choices as (label, name), the proposed name, notes about the unavailable ones).
+
+    The dropdown itself gets the labels (``common.plain_choices``): gradio 3.41's Dropdown shows a pair as
+    its repr and sends that back, so the handler maps the label to the name.
 
     ``preferred`` (the WebUI setting "default tagger") is proposed when it is available; else
     ``propose_tagger``'s order."""
@@ -77,11 +80,12 @@ def captions(service, project: Optional[str]) -> list:
     return out
 
 
-def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values):
-    """Generator: [progress, gallery, message]."""
+def run(ctx: Ctx, project: Optional[str], tagger: str, trigger: str, *values, names: Optional[dict] = None):
+    """Generator: [progress, gallery, message]. ``names``: the dropdown's label → tagger name."""
     import gradio as gr
 
     name = need_project(project)
+    tagger = (names or {}).get(tagger, tagger)
     opts = {"tagger": tagger or "none", "trigger": trigger or "", **C.collect(TagConfig, OPTION_NAMES, values)}
     job = ctx.service.autotag(name, opts)
     for st in watch(ctx.service, job, ctx.poll):
@@ -102,13 +106,15 @@ def build(ctx: Ctx) -> dict:
     import gradio as gr
 
     t = ctx.t
-    choices, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"),
+    pairs, proposed, notes = tagger_choices(t, preferred=ctx.host.get("default_tagger"),
                                               toy_model=on_toy_model(ctx.service))
+    labels, names = plain_choices(pairs)
     with gr.Column(elem_id="lt-tag"):
         gr.Markdown(t("Write a caption of tags for every image; the trigger word goes first."),
                     elem_classes=["lt-help"])
         with gr.Row():
-            tagger = gr.Dropdown(choices=choices, value=proposed, label=t("Tagger"),
+            label_of = {v: k for k, v in names.items()}
+            tagger = gr.Dropdown(choices=labels, value=label_of.get(proposed, proposed), label=t("Tagger"),
                                  elem_id=ctx.tip("lt-tag-tagger", C.field_meta_help(TagConfig, "tagger")))
             trigger = gr.Textbox(label=t("Trigger"), elem_id=ctx.tip("lt-tag-trigger",
                                                                      C.field_meta_help(TagConfig, "trigger")))
@@ -127,23 +133,31 @@ def build(ctx: Ctx) -> dict:
         progress = gr.HTML(progress_html(None), elem_id="lt-tag-progress")
         msg = gr.Markdown("", elem_id="lt-tag-msg", elem_classes=["lt-msg"])
         pics = gr.Gallery(label=t("Images and captions"), columns=6, height="auto", elem_id="lt-tag-gallery")
-    return {"tagger": tagger, "trigger": trigger, "controls": ctrls, "run": run_btn, "cancel": cancel_btn,
-            "progress": progress, "msg": msg, "gallery": pics, **dl}
+    return {"tagger": tagger, "tagger_names": names, "trigger": trigger, "controls": ctrls, "run": run_btn,
+            "cancel": cancel_btn, "progress": progress, "msg": msg, "gallery": pics, **dl}
 
 
 def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
     outs = [parts["progress"], parts["gallery"], parts["msg"]]
     inputs = [ctx.project, parts["tagger"], parts["trigger"]] + [parts["controls"][n] for n in OPTION_NAMES]
-    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v)), inputs, outs)
+    names = parts["tagger_names"]
+    parts["run_event"] = parts["run"].click(guard_gen(3, ctx.t)(lambda p, *v: run(ctx, p, *v, names=names)),
+                                            inputs, outs)
     wire_cancel(ctx, parts["cancel"], parts["msg"], KINDS)
-    model_download.wire(ctx, parts, parts["tagger"], parts["msg"], lambda n: refreshed_choice(ctx, n))
+    model_download.wire(ctx, parts, parts["tagger"], parts["msg"], lambda label: refreshed_choice(ctx, names, label),
+                        to_name=lambda label: names.get(label, label))
 
 
-def refreshed_choice(ctx: Ctx, name: str):
-    """The tagger dropdown after a download: its labels say the model is available now."""
+def refreshed_choice(ctx: Ctx, names: dict, label: str):
+    """The tagger dropdown after a download: its labels say the model is available now. ``names`` (label →
+    tagger, what the handlers read) learns the new labels; the old ones keep mapping to their tagger."""
     import gradio as gr
 
-    return gr.update(choices=tagger_choices(ctx.t, preferred=ctx.host.get("default_tagger"))[0], value=name)
+    name = names.get(label, label)
+    labels, fresh = plain_choices(tagger_choices(ctx.t, preferred=ctx.host.get("default_tagger"),
+                                                 toy_model=on_toy_model(ctx.service))[0])
+    names.update(fresh)
+    return gr.update(choices=labels, value={v: k for k, v in fresh.items()}.get(name, label))
 
 
 def on_project(ctx: Ctx, parts: dict):

@@ -138,8 +138,9 @@ def measure(ctx: Ctx, project: Optional[str], *values):
 
 # --------------------------------------------------------------------------------------------- the run
 
-def resumable(service, project: Optional[str]) -> list:
-    """(label, job id) of this project's stopped runs that left a training state to continue from."""
+def resumable(service, project: Optional[str]) -> list[str]:
+    """Labels of this project's stopped runs that left a training state to continue from, each starting with
+    the job id (``resume_id`` reads it back: gradio 3.41's Dropdown takes plain strings only)."""
     if not project:
         return []
     out = []
@@ -147,8 +148,13 @@ def resumable(service, project: Optional[str]) -> list:
         if st["status"] in ("cancelled", "interrupted", "failed") and \
                 (service.runner.job_dir(st["id"]) / "state" / "latest.json").is_file():
             p = st.get("progress") or {}
-            out.append((f"{st['id']} ({st['status']} at step {p.get('step', '?')}/{p.get('total', '?')})", st["id"]))
+            out.append(f"{st['id']} ({st['status']} at step {p.get('step', '?')}/{p.get('total', '?')})")
     return out[::-1]
+
+
+def resume_id(label: Optional[str]) -> Optional[str]:
+    """The job id a ``resumable`` label starts with (a job id has no spaces)."""
+    return label.split(" ", 1)[0] if label else None
 
 
 def outputs_text(service, project: str) -> str:
@@ -196,6 +202,7 @@ def resume(ctx: Ctx, project: Optional[str], job_id: Optional[str]):
     from ..errors import UserError
 
     name = need_project(project)
+    job_id = resume_id(job_id)
     if not job_id:
         raise UserError("no stopped run chosen", "pick one in the list (runs that saved a training state)")
     job = ctx.service.train(name, resume_job=job_id)

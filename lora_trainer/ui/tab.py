@@ -119,16 +119,37 @@ def build_tab(service, host_info: Optional[dict] = None):
         for key, _title, mod in STEPS:
             mod.wire(ctx, steps[key], steps)
         recipe.wire(ctx, rec, steps)
-        _wire_projects(ctx, steps, summary, msg, refresh, new_name, new_trigger, new_repeats, create_btn)
+        _wire_projects(ctx, blocks, steps, summary, msg, refresh, new_name, new_trigger, new_repeats, create_btn)
         _wire_disk(ctx, steps, disk, msg)
-        blocks.load(lambda p: gr.update(choices=project_names(service), value=p), [ctx.project], [ctx.project])
+    keep_out_of_ui_config(blocks)
     blocks.lora_trainer_parts = {"ctx": ctx, "steps": steps, "recipe": rec, "summary": summary, "msg": msg,
                                  "create": create_btn, "new_name": new_name, "new_trigger": new_trigger,
                                  "new_repeats": new_repeats, "refresh": refresh, "disk": disk}
     return blocks
 
 
-def _wire_projects(ctx: Ctx, steps: dict, summary, msg, refresh, new_name, new_trigger, new_repeats, create_btn):
+def shown_project(ctx: Ctx, in_page: Optional[str]) -> Optional[str]:
+    """The project a freshly loaded page opens: the one this tab last opened, else the page's own, else the
+    first. (The page's built-in value is what the tab was built with, or what the WebUI's ui-config.json
+    put there, so it cannot be trusted to be the project the person was working on.)"""
+    names = project_names(ctx.service)
+    for p in (ctx.last_project, in_page):
+        if p in names:
+            return p
+    return names[0] if names else None
+
+
+def keep_out_of_ui_config(blocks) -> None:
+    """The WebUI stores every labelled control's value in ui-config.json at its first start and puts it back
+    on each later start (``ui_loadsave``), over the values the tab was built with: a project's settings and
+    the project itself would come back as they were on the first day. ``do_not_save_to_config`` is the
+    WebUI's own opt-out; the page's load event fills the controls from the project instead."""
+    for block in blocks.blocks.values():
+        block.do_not_save_to_config = True
+
+
+def _wire_projects(ctx: Ctx, blocks, steps: dict, summary, msg, refresh, new_name, new_trigger, new_repeats,
+                   create_btn):
     import gradio as gr
 
     svc, t = ctx.service, ctx.t
@@ -136,19 +157,36 @@ def _wire_projects(ctx: Ctx, steps: dict, summary, msg, refresh, new_name, new_t
                      [new_name, new_trigger, new_repeats], [ctx.project, new_name, msg])
     refresh.click(guard(2, t)(lambda p: [gr.update(choices=project_names(svc), value=p), ""]), [ctx.project],
                   [ctx.project, msg])
-    ev = ctx.project.change(guard(2, t)(lambda p: [project_summary(svc, t, p), ""]), [ctx.project], [summary, msg])
-    for key, _title, mod in STEPS:
-        outs, fn = mod.on_project(ctx, steps[key])
-        ev_step = ctx.project.change(guard(len(outs), t)(fn), [ctx.project], outs)
-        if key == "edit":
-            ev_step.then(steps[key]["load_fn"], steps[key]["load_inputs"], steps[key]["view"])
+    # Every step shows the project in the dropdown. One callback fills them all: on a change of the
+    # dropdown and when a page loads (a reload keeps no state; what it shows is rebuilt from the project).
+    loaders = [(outs, guard(len(outs), t)(fn)) for outs, fn in (mod.on_project(ctx, steps[key])
+                                                                for key, _title, mod in STEPS)]
+    outputs = [summary, msg] + [o for outs, _fn in loaders for o in outs]
+
+    def open_project(p):
+        if p:
+            ctx.last_project = p
+        out = [project_summary(svc, t, p), ""]
+        for outs, fn in loaders:
+            res = fn(p)
+            out += list(res) if len(outs) > 1 else [res]
+        return out
+
+    def on_load(in_page):
+        p = shown_project(ctx, in_page)
+        return [gr.update(choices=project_names(svc), value=p)] + open_project(p)
+
+    edit = steps["edit"]
+    ctx.project.change(guard(len(outputs), t)(open_project), [ctx.project], outputs).then(
+        edit["load_fn"], edit["load_inputs"], edit["view"])
+    blocks.load(guard(len(outputs) + 1, t)(on_load), [ctx.project], [ctx.project] + outputs).then(
+        edit["load_fn"], edit["load_inputs"], edit["view"])
     # Work done in a step changes the project's counts: refresh the summary after each run (the Images
     # step's add and remove write it themselves, in the same event).
     for key in ("images", "prepare", "tag", "train"):
         ev_run = steps[key].get("run_event")
         if ev_run is not None:
             ev_run.then(lambda p: project_summary(svc, t, p) if p else "", [ctx.project], [summary])
-    del ev
 
 
 def _wire_disk(ctx: Ctx, steps: dict, disk: dict, msg) -> None:

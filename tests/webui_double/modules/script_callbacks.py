@@ -61,3 +61,11 @@ def on_infotext_pasted(callback):
 def registered():
     """Test helper: ``{category: count}`` of everything registered so far."""
     return {k[len("callbacks_"):]: len(v) for k, v in callback_map.items() if v}
+
+
+def ui_tabs_callback():
+    """As in 1.10.1: every ``on_ui_tabs`` callback's list of (Blocks, title, elem_id), joined."""
+    res = []
+    for callback in callback_map["callbacks_ui_tabs"]:
+        res += callback() or []
+    return res
