@@ -49,6 +49,13 @@ def handlers(blocks, comp, trigger="click"):
     return out
 
 
+def load_handlers(blocks):
+    """(fn, dependency) of every page-load event (3.41: trigger "load", no targets; 4.x: (id, "load"))."""
+    return [(fn, dep) for fn, dep in zip((f.fn for f in blocks.fns), blocks.dependencies)
+            if dep.get("trigger") == "load" or any(isinstance(t, (list, tuple)) and t[1] == "load"
+                                                   for t in dep["targets"])]
+
+
 def handler(blocks, comp, trigger="click"):
     return handlers(blocks, comp, trigger)[0][0]
 
@@ -487,15 +494,21 @@ def test_the_optimizer_option_says_where_adamw8bit_falls_back(svc, tab):
     _opt, used, why = build_optimizer("AdamW8bit", [{"params": [p], "lr": 1e-3}], torch.device("cpu"))  # svc: cpu
     assert (used == "AdamW") == bool(why)
     why = (why or "").split(": ", 1)[-1]
+    from lora_trainer.ui import step_train
+
     props = component(tab, "lt-train-optimizer")["props"]
     assert props["value"] == "AdamW8bit" and {"AdamW8bit", "AdamW"} <= set(props["choices"])
+    assert props["label"] == "Optimizer"  # built without the probe: it runs when the page loads
+    [(on_load, _dep)] = [(fn, d) for fn, d in load_handlers(tab)
+                         if d["outputs"] == [component(tab, "lt-train-optimizer")["id"]]]
+    upd = on_load()
     if why:
-        assert props["label"] == "Optimizer · AdamW8bit falls back to AdamW on cpu", props["label"]
-        assert why in parts_of(tab)["ctx"].tips["lt-train-optimizer"]
-        zh = component(build_tab(svc, {"lang": "zh_CN"}), "lt-train-optimizer")["props"]["label"]
+        assert upd["label"] == "Optimizer · AdamW8bit falls back to AdamW on cpu", upd
+        assert why in upd["info"], upd
+        zh = step_train.optimizer_update(parts_of(build_tab(svc, {"lang": "zh_CN"}))["ctx"])["label"]
         assert zh.endswith("AdamW8bit 在 cpu 上会退回 AdamW"), zh
     else:
-        assert props["label"] == "Optimizer"
+        assert upd["label"] == "Optimizer" and not upd["info"], upd
 
 
 def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path, monkeypatch):
@@ -522,17 +535,20 @@ def test_a_download_button_beside_a_missing_model_fetches_it_and_hides(tmp_path,
         blocks = build_tab(s, {"host": "test"})
         parts_of(blocks)["ctx"].poll = 0.02
         tag = parts_of(blocks)["steps"]["tag"]
-        assert component(blocks, "lt-tag-tagger")["props"]["value"] == vit
+        label = component(blocks, "lt-tag-tagger")["props"]["value"]  # the dropdown shows labels (3.41)
+        assert label == f"{vit} (unavailable)", label
         assert component(blocks, "lt-tag-tagger-download")["props"]["visible"] is True
         show = next(fn for fn, dep in handlers(blocks, tag["tagger"], "change")
                     if tag["download"]._id in dep["outputs"])
-        assert show("toy")["visible"] is False and show(vit)["visible"] is True
-        outs = list(handler(blocks, tag["download"])(vit))
+        assert show("toy")["visible"] is False and show(label)["visible"] is True
+        outs = list(handler(blocks, tag["download"])(label))
         assert len(outs) >= 2 and outs[-1][1]["visible"] is False, outs[-1][2]
         assert "Downloaded" in text(outs[-1][2]) and "lt-progress" in outs[-1][0]
         assert (model_store.find(vit) / "model.onnx").read_bytes() == model
         refresh = followers(blocks, tag["download"])[0][0]
-        assert refresh(vit)["value"] == vit
+        fresh = refresh(label)
+        assert fresh["value"] == vit and vit in fresh["choices"], fresh  # now available: its plain name
+        assert tag["tagger_names"][vit] == vit and tag["tagger_names"][label] == vit  # both labels map back
         assert show(vit)["visible"] is False
         prep = parts_of(blocks)["steps"]["prepare"]
         show_bg = next(fn for fn, dep in handlers(blocks, prep["controls"]["background"], "change")
@@ -590,12 +606,9 @@ def test_a_reloaded_page_opens_the_project_last_opened_with_its_settings(tmp_pat
         steps = p["steps"]
         s.create_project("bbb", trigger="b", repeats=1)
         s.save_train_config("bbb", s.train_config("bbb", {"resolution": 768, "max_steps": 40}))
-        [(open_project, _)] = handlers(blocks, p["ctx"].project, "change")
+        open_project = handlers(blocks, p["ctx"].project, "change")[0][0]  # (then the Disk line's)
         open_project("bbb")                                     # the person picked bbb
-        loads = [(fn, dep) for fn, dep in zip((f.fn for f in blocks.fns), blocks.dependencies)
-                 if dep.get("trigger") == "load" or any(isinstance(t, (list, tuple)) and t[1] == "load"
-                                                        for t in dep["targets"])]
-        [(on_load, dep)] = [x for x in loads if p["ctx"].project._id in x[1]["outputs"]]
+        [(on_load, dep)] = [x for x in load_handlers(blocks) if p["ctx"].project._id in x[1]["outputs"]]
         out = dict(zip(dep["outputs"], on_load("aaa")))        # the reloaded page still says aaa
         assert out[p["ctx"].project._id]["value"] == "bbb"
         ctrls = steps["train"]["controls"]

@@ -236,6 +236,16 @@ def optimizer_label(t, device: str) -> tuple[str, str]:
     return label + " · " + t("AdamW8bit falls back to AdamW on {device}", device=torch.device(device).type), why
 
 
+def optimizer_update(ctx: Ctx):
+    """The optimizer option's label and info on this device, for the page's load event: the AdamW8bit probe
+    imports bitsandbytes and steps once (about a second, and bitsandbytes' own notice on the console), which
+    must not happen while the WebUI starts (tests/test_scripts_entry.py); the probe is cached per device."""
+    import gradio as gr
+
+    label, why = optimizer_label(ctx.t, train_device(ctx.service))
+    return gr.update(label=label, info=ctx.t("here AdamW8bit falls back to AdamW: {why}", why=why) if why else None)
+
+
 def build(ctx: Ctx) -> dict:
     import gradio as gr
 
@@ -247,12 +257,8 @@ def build(ctx: Ctx) -> dict:
         if not ctx.can_train:
             gr.Markdown("⚠ " + t("Training is not possible on this host; see the notes above."),
                         elem_id="lt-train-blocked", elem_classes=["lt-note"])
-        opt_label, opt_why = optimizer_label(t, train_device(ctx.service))
         ctrls = C.grouped_controls(TrainConfig, t, ctx.tips, "lt-train", values,
-                                   open_groups=("network", "training"), columns=4,
-                                   overrides={"optimizer": {"label": opt_label}})
-        if opt_why:
-            ctx.tips["lt-train-optimizer"] += " — " + t("here AdamW8bit falls back to AdamW: {why}", why=opt_why)
+                                   open_groups=("network", "training"), columns=4)
         with gr.Row():
             forecast = gr.Markdown("", elem_id="lt-train-forecast", elem_classes=["lt-forecast"])
             measure_btn = gr.Button(t("Measure"), scale=0, elem_id=ctx.tip(

@@ -121,6 +121,8 @@ def build_tab(service, host_info: Optional[dict] = None):
         recipe.wire(ctx, rec, steps)
         _wire_projects(ctx, blocks, steps, summary, msg, refresh, new_name, new_trigger, new_repeats, create_btn)
         _wire_disk(ctx, steps, disk, msg)
+        blocks.load(guard(1, t)(lambda: step_train.optimizer_update(ctx)), None,
+                    [steps["train"]["controls"]["optimizer"]])
     keep_out_of_ui_config(blocks)
     blocks.lora_trainer_parts = {"ctx": ctx, "steps": steps, "recipe": rec, "summary": summary, "msg": msg,
                                  "create": create_btn, "new_name": new_name, "new_trigger": new_trigger,
