@@ -37,3 +37,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def world_photos(folder, n=4, stem="照片"):
+    """``n`` toy-world pictures as PNGs named ``<stem>0.png`` … (CJK by default, as a phone folder may have),
+    sorted paths."""
+    import numpy as np
+
+    from lora_trainer.toy.world import render, sample_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        render(sample_scene(rng)).save(folder / f"{stem}{i}.png")
+    return sorted(folder.iterdir())
+
+
+def flat_routes(routes):
+    """An app's routes, with an included router's own routes in its place (newer FastAPI wraps one)."""
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield r

@@ -9,9 +9,9 @@ No model is loaded: these run in both CI profiles.
 
 from __future__ import annotations
 
-import json
 
 import pytest
+from conftest import flat_routes
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -34,14 +34,6 @@ def api(tmp_path):
     service.runner.shutdown()
 
 
-def flat_routes(routes):
-    """The app's routes, with an included router's own routes in its place (newer FastAPI wraps one)."""
-    for r in routes:
-        inner = getattr(r, "original_router", None)
-        if inner is not None:
-            yield from flat_routes(inner.routes)
-        else:
-            yield r
 
 
 def body_routes(app, prefix: str) -> list:

@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_diffusers
+from conftest import needs_diffusers, world_photos
 from webui_double.fixture import webui_double  # noqa: F401 - the fixture
 
 from lora_trainer.errors import UserError
 
 
-def _world_images(folder, n=3):
-    import numpy as np
-
-    from lora_trainer.toy.world import render, sample_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        render(sample_scene(rng)).save(folder / f"img{i}.png")
-    return sorted(folder.iterdir())
 
 
 def _trained_project(tmp_path):
@@ -36,7 +26,7 @@ def _trained_project(tmp_path):
 
     svc = Service(tmp_path / "ws", StandaloneModels(device="cpu"))
     svc.create_project("p", trigger="zkw", repeats=2)
-    svc.add_images("p", _world_images(tmp_path / "upload"))
+    svc.add_images("p", world_photos(tmp_path / "upload", 3, stem="img"))
     for j in (svc.preprocess("p", {"crop": "center", "size": 64, "background": "none"}),
               svc.autotag("p", {"tagger": "toy", "trigger": "zkw"})):
         assert svc.runner.wait(j, 600)["status"] == "finished"

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import flat_routes
 
 SECRET = b"TOPSECRET-outside-the-workspace"
 
@@ -260,14 +261,6 @@ def cases(job: str) -> dict:
     return table
 
 
-def flat_routes(routes):
-    """The app's routes, with an included router's own routes in its place (newer FastAPI wraps one)."""
-    for r in routes:
-        inner = getattr(r, "original_router", None)
-        if inner is not None:
-            yield from flat_routes(inner.routes)
-        else:
-            yield r
 
 
 def router_routes(app, prefix: str) -> set:

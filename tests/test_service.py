@@ -6,20 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_diffusers
+from conftest import needs_diffusers, world_photos
 from lora_trainer.errors import UserError
 
 
-def _world_images(folder, n=4):
-    import numpy as np
-
-    from lora_trainer.toy.world import render, sample_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        render(sample_scene(rng)).save(folder / f"照片{i}.png")
-    return sorted(folder.iterdir())
 
 
 def test_phone_formats_are_source_images_and_the_tab_shows_heic_by_a_thumbnail(tmp_path):
@@ -82,7 +72,7 @@ def test_images_are_copied_never_moved_and_deletion_is_confined(tmp_path):
 
     svc = Service(tmp_path / "ws")
     svc.create_project("p")
-    files = _world_images(tmp_path / "upload", 3)
+    files = world_photos(tmp_path / "upload", 3)
     before = {f.name: f.read_bytes() for f in files}
     svc.add_images("p", files)
     assert {f.name: f.read_bytes() for f in (tmp_path / "upload").iterdir()} == before
@@ -100,7 +90,7 @@ def test_the_steps_run_as_jobs_in_the_project(tmp_path):
 
     svc = Service(tmp_path / "ws")
     svc.create_project("p", trigger="zkw", repeats=2)
-    svc.add_images("p", _world_images(tmp_path / "upload", 3))
+    svc.add_images("p", world_photos(tmp_path / "upload", 3))
     j1 = svc.preprocess("p", {"crop": "center", "size": 64, "background": "none"})
     j2 = svc.autotag("p", {"tagger": "toy", "trigger": "zkw"})
     j3 = svc.train("p", {"max_steps": 2, "optimizer": "AdamW", "save_fractions": [0.5]})
@@ -137,7 +127,7 @@ def test_add_images_checks_on_arrival_names_each_refused_file_and_skips_exact_du
 
     svc = Service(tmp_path / "ws")
     svc.create_project("p")
-    first = _world_images(tmp_path / "first", 2)
+    first = world_photos(tmp_path / "first", 2)
     rep = svc.add_images("p", first)
     assert rep["copied"] == [f.name for f in first] and rep["rejected"] == rep["duplicates"] == []
     assert rep["source_images"] == 2

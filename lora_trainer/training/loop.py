@@ -286,6 +286,18 @@ class Trainer:
         with torch.no_grad():
             return be.encode_text(captions)
 
+    def predict(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, captions: list[str]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the model's prediction, the loss's target: eps or v) for ``latents`` noised with ``noise`` at
+        timesteps ``t``: the training step's maths, also the LR range test's evaluation loss."""
+        be = self.backend
+        ac_t = self.alphas[t]
+        noisy = add_noise(latents, noise, ac_t)
+        with autocast(self.device.type, self.amp_dtype):
+            cond = self._conditioning(captions)
+            pred = be.denoise(noisy.to(be.dtype) if self.amp_dtype is None else noisy, t, cond)
+        return pred, (v_target(latents, noise, ac_t) if self.v_pred else noise)
+
     def _batch(self, idxs: list[int]) -> tuple[torch.Tensor, list[Optional[torch.Tensor]]]:
         """The batch's latents (on the device) and masks; with ``flip_aug`` each item is the mirrored image
         on a coin flip (drawn from the run's seeded RNG, so a resumed run flips the same ones)."""
@@ -295,7 +307,7 @@ class Trainer:
         return to_device(torch.stack(lats), self.device), masks  # on the device already if cached
 
     def _step(self, idxs: list[int], accumulate: bool) -> torch.Tensor:
-        cfg, be = self.cfg, self.backend
+        cfg = self.cfg
         captions = [D.process_caption(self.scan.items[i].caption, self.rng, cfg.shuffle_caption, cfg.keep_tokens,
                                       cfg.caption_dropout_rate) for i in idxs]
         latents, masks = self._batch(idxs)
@@ -305,19 +317,14 @@ class Trainer:
         if cfg.noise_offset > 0:
             noise = noise + cfg.noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=self.gen, device=dev)
         t = torch.randint(0, self.alphas.shape[0], (b,), generator=self.gen, device=dev)
-        ac_t = self.alphas[t]
-        noisy = add_noise(latents, noise, ac_t)
-        with autocast(self.device.type, self.amp_dtype):
-            cond = self._conditioning(captions)
-            pred = be.denoise(noisy.to(be.dtype) if self.amp_dtype is None else noisy, t, cond)
-        target = v_target(latents, noise, ac_t) if self.v_pred else noise
+        pred, target = self.predict(latents, noise, t, captions)
         loss = F.mse_loss(pred.float(), target.float(), reduction="none")
         if any(m is not None for m in masks):
             mk = torch.stack([m if m is not None else torch.ones_like(latents[0, :1]) for m in masks])
             loss = loss * mk
         loss = loss.mean(dim=(1, 2, 3))
         if cfg.min_snr_gamma > 0:
-            loss = loss * snr_weights(ac_t, cfg.min_snr_gamma, self.v_pred)
+            loss = loss * snr_weights(self.alphas[t], cfg.min_snr_gamma, self.v_pred)
         loss = loss.mean()
         scaled = loss / cfg.gradient_accumulation_steps
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()

@@ -38,7 +38,7 @@ def range_test(backend, scan, cfg, *, lo: float, hi: float, steps: int = 60, see
     not finite or above four times its best (the range test's classic stop: it has diverged)."""
     from . import data as D
     from .backend import frozen
-    from .loop import Trainer, add_noise, v_target
+    from .loop import Trainer
 
     with tempfile.TemporaryDirectory(prefix="lora-trainer-range-") as tmp:
         tr = Trainer(backend, scan, cfg, Path(tmp), name="range-test", should_stop=should_stop)
@@ -67,7 +67,7 @@ def range_test(backend, scan, cfg, *, lo: float, hi: float, steps: int = 60, see
                         for g, r in zip(tr.optimizer.param_groups, ratios):
                             g["lr"] = lr * r  # set before the step; the scheduler's own step resets it after
                         train_loss = float(tr._step(batches.pop(0), False))
-                        loss = _eval_loss(tr, ev, add_noise, v_target, F)
+                        loss = _eval_loss(tr, ev)
                         rec = {"step": k, "lr": lr, "loss": loss, "train_loss": train_loss}
                         out.append(rec)
                         if on_step:
@@ -103,17 +103,10 @@ def _eval_set(tr, seed: int) -> list:
 
 
 @torch.no_grad()
-def _eval_loss(tr, ev, add_noise, v_target, F) -> float:
-    from ..compat import autocast
-
-    be, total, count = tr.backend, 0.0, 0
+def _eval_loss(tr, ev) -> float:
+    total, count = 0.0, 0
     for lat, t, noise, captions in ev:
-        ac_t = tr.alphas[t]
-        noisy = add_noise(lat, noise, ac_t)
-        with autocast(tr.device.type, tr.amp_dtype):
-            cond = be.encode_text(captions)
-            pred = be.denoise(noisy.to(be.dtype) if tr.amp_dtype is None else noisy, t, cond)
-        target = v_target(lat, noise, ac_t) if tr.v_pred else noise
+        pred, target = tr.predict(lat, noise, t, captions)
         total += float(F.mse_loss(pred.float(), target.float(), reduction="sum")) / lat[0].numel()
         count += lat.shape[0]
     return total / max(1, count)
