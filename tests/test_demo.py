@@ -86,6 +86,10 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     result = json.loads((out / "demo.json").read_text(encoding="utf-8"))
     assert result["steps_run"] == ["photos", "prepare", "auto-tag", "cleanup", "estimate", "train", "test"]
     assert result["details"]["train"]["seed"] == 43
+    # --quick trains once (from --seed); the full demo's mean over three trainings is then that one's
+    assert result["with_lora_per_seed"] == {"43": result["with_lora"]}
+    assert result["details"]["train"]["seeds"] == [43]
+    assert "range test step 20/20" in err, "--quick keeps the range test short"
     # prepare: every photo reported, the empty file and the exact copy skipped by name, the rest imported
     report = json.loads((out / "dataset" / "10_zkw" / "report.json").read_text(encoding="utf-8"))
     by_name = {f["file"]: f for f in report["files"]}

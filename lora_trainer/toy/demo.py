@@ -13,9 +13,12 @@ user's seven steps on the toy world, through the same core functions the tab use
 5. ``estimate`` — the LR probe (D-Adaptation until d·lr flattens): value, plot and how it compares with
    the toy preset's lr (``DIR/lr-estimate/``), which the toy LR sweep set;
 6. ``train``    — the toy preset through the training core, as a job under ``DIR/jobs``, writing
-   ``DIR/zkw.safetensors`` (+ intermediate saves);
+   ``DIR/zkw.safetensors`` (+ intermediate saves); the full demo trains it three times, from the LR
+   sweep's training seeds (``lr_sweep.TRAIN_SEEDS``, shifted by ``--seed``), the others into
+   ``DIR/seeds/seed-N/``: one training's rate moves by ±10 points with the seed (79.7–98.4 % measured);
 7. ``test``     — the same prompts and seeds with and without the LoRA, judged by the concept detector;
-   a before/after grid ``DIR/grid.png`` and the figures in ``DIR/demo.json``.
+   a before/after grid ``DIR/grid.png`` (the first seed's LoRA) and the figures in ``DIR/demo.json``
+   (``with_lora``: the mean over the trainings, ``with_lora_per_seed`` each one's).
 
 Each step is a function ``step(run: DemoRun) -> None`` in ``STEPS`` (INTERFACES.md §7: the steps' code
 lives in their own packages; these functions only call it).
@@ -67,10 +70,13 @@ class DemoRun:
     dataset_root: Optional[Path] = None
     probe_steps: int = 0            # LR probe's step cap (0 = the plateau rule's own)
     train_seed: int = 0             # training seed (0 = the toy preset's, TrainConfig's 42)
+    train_seeds: tuple = ()         # all the trainings' seeds, the first writing DIR/zkw (empty: train_seed only)
+    range_steps: Optional[int] = None   # the LR estimate's range test steps (None: the estimate's own)
     progress_every: Optional[float] = None   # seconds between progress lines (None: PROGRESS_EVERY)
     background: Optional[str] = None  # the fill the prepare step put behind the subject, when it removed one
     images: list = field(default_factory=list)
     lora: Optional[Path] = None
+    loras: dict = field(default_factory=dict)   # training seed -> LoRA file, the first being ``lora``
     figures: dict = field(default_factory=dict)
     steps_run: list = field(default_factory=list)
 
@@ -215,7 +221,8 @@ def step_estimate(run: DemoRun) -> None:
 
     preset = TOY_PRESET["unet_lr"]
     est = estimate_lr(run.backend, run.dataset_root, cfg, run.output_dir / "lr-estimate", rule=rule,
-                      preset_lr=preset, callbacks=Callbacks(on_progress=progress))
+                      preset_lr=preset, callbacks=Callbacks(on_progress=progress),
+                      **({} if run.range_steps is None else {"range_steps": run.range_steps}))
     run.figures["estimate"] = {"unet_lr": est.unet_lr, "text_encoder_lr": est.text_encoder_lr, "steps": est.steps,
                                "reason": est.reason, "plot": str(est.plot), "preset_unet_lr": preset,
                                "ratio_to_preset": round(est.unet_lr / preset, 3), "plateau_lr": est.plateau_lr,
@@ -226,14 +233,43 @@ def step_estimate(run: DemoRun) -> None:
             f"×{est.unet_lr / preset:.2f} of it" + (f" — caveat: {advice_text(est.advice)}" if est.advice else ""))
 
 
+def train_seeds(first: int = 0, count: int = 0) -> tuple:
+    """The demo's training seeds: the LR sweep's (``lr_sweep.TRAIN_SEEDS``: 42, 43, 44), shifted so the
+    first is ``first`` (0: the sweep's own), the first ``count`` of them (0: all)."""
+    from ..training.lr_sweep import TRAIN_SEEDS
+
+    shift = (first or TRAIN_SEEDS[0]) - TRAIN_SEEDS[0]
+    seeds = tuple(int(s) + shift for s in TRAIN_SEEDS)
+    return seeds[:count] if count else seeds
+
+
 def step_train(run: DemoRun) -> None:
-    """The toy preset through the training core, as a job (``DIR/jobs/<id>``) like the tab runs it."""
+    """The toy preset through the training core, as a job (``DIR/jobs/<id>``) like the tab runs it; once
+    per training seed (``run.train_seeds``), the first into ``DIR``, the others into ``DIR/seeds/seed-N``."""
+    seeds = tuple(run.train_seeds) or (run.train_seed or 0,)
+    per_seed = {}
+    for i, seed in enumerate(seeds):
+        if len(seeds) > 1:
+            run.say(f"  training {i + 1}/{len(seeds)}: seed {seed}")
+        out_dir = run.output_dir if i == 0 else run.output_dir / "seeds" / f"seed-{seed}"
+        fig = train_once(run, seed, out_dir)
+        run.loras[fig["seed"]] = Path(fig["lora"])
+        per_seed[fig["seed"]] = fig
+    first = per_seed[next(iter(per_seed))]
+    run.lora = Path(first["lora"])
+    run.figures["train"] = {**{k: v for k, v in first.items() if k != "lora"}, "seeds": list(per_seed)}
+    if len(per_seed) > 1:
+        run.figures["train"]["per_seed"] = {s: {k: f[k] for k in ("lora", "steps", "loss", "seconds")}
+                                            for s, f in per_seed.items()}
+
+
+def train_once(run: DemoRun, seed: int, out_dir: Path) -> dict:
+    """One training of the toy preset from ``seed`` (0: the preset's) into ``out_dir``, as a job."""
     from ..config import toy_config
     from ..jobs import CANCELLED, FAILED, JobRunner
     from ..training.loop import Callbacks, train
 
-    cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER, max_steps=run.max_steps,
-                     **({"seed": run.train_seed} if run.train_seed else {}))
+    cfg = toy_config(name=TRIGGER, trigger_word=TRIGGER, max_steps=run.max_steps, **({"seed": seed} if seed else {}))
     tickers: dict = {}
 
     def progress(p) -> None:
@@ -244,7 +280,7 @@ def step_train(run: DemoRun) -> None:
 
     def job(ctx):
         cb = Callbacks(on_progress=lambda p: (ctx.progress(p), progress(p)), on_log=ctx.log)
-        res = train(run.backend, run.dataset_root, cfg, run.output_dir, cb, ctx.should_stop, ctx.job_dir)
+        res = train(run.backend, run.dataset_root, cfg, out_dir, cb, ctx.should_stop, ctx.job_dir)
         return {"output": str(res.output) if res.output else None, "steps": res.steps, "loss": res.final_loss,
                 "seconds": res.seconds, "optimizer": res.optimizer, "cancelled": res.cancelled}
 
@@ -265,10 +301,10 @@ def step_train(run: DemoRun) -> None:
         raise UserError(f"demo training did not finish ({state['status']}): {err.get('message', '')}",
                         err.get("hint") or f"see {runner.job_dir(job_id)}")
     res = state["result"]
-    run.lora = Path(res["output"])
-    run.figures["train"] = {"steps": res["steps"], "loss": res["loss"], "seconds": round(res["seconds"], 1),
-                            "optimizer": res["optimizer"], "job": str(runner.job_dir(job_id)), "seed": cfg.seed}
-    run.say(f"  wrote {run.lora} ({res['steps']} steps, {res['seconds']:.0f} s, {res['optimizer']})")
+    run.say(f"  wrote {res['output']} ({res['steps']} steps, {res['seconds']:.0f} s, {res['optimizer']})")
+    return {"steps": res["steps"], "loss": res["loss"], "seconds": round(res["seconds"], 1),
+            "optimizer": res["optimizer"], "job": str(runner.job_dir(job_id)), "seed": cfg.seed,
+            "lora": res["output"]}
 
 
 def step_test(run: DemoRun) -> None:
@@ -279,15 +315,24 @@ def step_test(run: DemoRun) -> None:
         return Ticker(run.say, label, total, run.progress_every)
 
     imgs_without = generate(run.backend, pairs, progress=ticker("images without the LoRA", len(pairs)))
-    imgs_with = generate(run.backend, pairs, lora=run.lora, progress=ticker("images with the LoRA", len(pairs)))
     without = [s == NEW_SHAPE for s in detected_shapes(imgs_without)]
-    with_ = [s == NEW_SHAPE for s in detected_shapes(imgs_with)]
-    run.figures["with_lora"] = float(np.mean(with_))
+    loras = run.loras or {run.train_seed or 0: run.lora}
+    per_seed, first_imgs = {}, None
+    for seed, lora in loras.items():
+        label = "images with the LoRA" + (f" (seed {seed})" if len(loras) > 1 else "")
+        imgs = generate(run.backend, pairs, lora=lora, progress=ticker(label, len(pairs)))
+        first_imgs = imgs if first_imgs is None else first_imgs
+        per_seed[seed] = float(np.mean([s == NEW_SHAPE for s in detected_shapes(imgs)]))
+        if len(loras) > 1:
+            run.say(f"  seed {seed}: {NEW_SHAPE} found with its LoRA in {per_seed[seed]:.1%}")
+    run.figures["with_lora"] = float(np.mean(list(per_seed.values())))
+    run.figures["with_lora_per_seed"] = per_seed
     run.figures["without_lora"] = float(np.mean(without))
-    run.say(f"  {NEW_SHAPE} found with the LoRA in {run.figures['with_lora']:.0%}, without in "
+    over = f" (mean of {len(per_seed)} trainings)" if len(per_seed) > 1 else ""
+    run.say(f"  {NEW_SHAPE} found with the LoRA in {run.figures['with_lora']:.1%}{over}, without in "
             f"{run.figures['without_lora']:.0%} of {len(pairs)} generations")
     rows = list(range(min(GRID_ROWS, len(pairs))))
-    save_grid(run.output_dir / "grid.png", [(imgs_without[i], imgs_with[i]) for i in rows],
+    save_grid(run.output_dir / "grid.png", [(imgs_without[i], first_imgs[i]) for i in rows],
               [f"{pairs[i][0]}  (seed {pairs[i][1]})" for i in rows])
     from . import model as M
 
@@ -407,8 +452,10 @@ def save_grid(path: Path, rows: list, labels: list, scale: int = 4) -> Path:
 
 def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, quality_seeds: int = 64,
              say: Callable[[str], None] = print, steps=None, weights=None,
-             detector_images: int = DETECTOR_IMAGES, probe_steps: int = 0, train_seed: int = 0) -> dict:
-    """Run the workflow steps on the toy world; write ``DIR/demo.json``; return its figures."""
+             detector_images: int = DETECTOR_IMAGES, probe_steps: int = 0, train_seed: int = 0,
+             trainings: int = 0, range_steps: Optional[int] = None) -> dict:
+    """Run the workflow steps on the toy world; write ``DIR/demo.json``; return its figures. ``trainings``:
+    how many of the LR sweep's training seeds to train and judge (0: all three), from ``train_seed``."""
     import torch
 
     from ..errors import UserError
@@ -435,14 +482,17 @@ def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, qual
         backend = tiny_backend(device=device)
         seeds, quality_seeds = tuple(seeds)[:8], min(quality_seeds, 2)
     run = DemoRun(out, backend, max_steps=max_steps, seeds=tuple(seeds), quality_seeds=quality_seeds,
-                  detector_images=detector_images, say=say, probe_steps=probe_steps, train_seed=train_seed)
+                  detector_images=detector_images, say=say, probe_steps=probe_steps, train_seed=train_seed,
+                  train_seeds=train_seeds(train_seed, trainings), range_steps=range_steps)
     for i, (name, fn) in enumerate(steps or STEPS, 1):
         t0 = time.time()
         say(f"[{i}/{len(steps or STEPS)}] {name}")
         fn(run)
         run.steps_run.append(name)
         say(f"  ({time.time() - t0:.0f} s)")
-    result = {"with_lora": run.figures.get("with_lora"), "without_lora": run.figures.get("without_lora"),
+    result = {"with_lora": run.figures.get("with_lora"),
+              "with_lora_per_seed": run.figures.get("with_lora_per_seed"),
+              "without_lora": run.figures.get("without_lora"),
               "base_quality": run.figures.get("base_quality"),
               "detector_accuracy": run.figures.get("detector_accuracy"),
               "steps_run": run.steps_run, "seconds": round(time.time() - started, 1),
@@ -450,7 +500,8 @@ def run_demo(output_dir, max_steps: int = 0, device=None, seeds=TEST_SEEDS, qual
               "base_quality_seeds": run.quality_seeds, "detector_images": run.detector_images,
               "trigger": TRIGGER, "model": getattr(run.backend, "name", ""),
               "details": {k: v for k, v in run.figures.items()
-                          if k not in ("with_lora", "without_lora", "base_quality", "detector_accuracy")}}
+                          if k not in ("with_lora", "with_lora_per_seed", "without_lora", "base_quality",
+                                       "detector_accuracy")}}
     write_json(out / "demo.json", result)
     say(f"done in {result['seconds']:.0f} s: with LoRA {result['with_lora']}, without {result['without_lora']}, "
         f"base quality {result['base_quality']}, detector {result['detector_accuracy']} -> {out / 'demo.json'}")
@@ -463,16 +514,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="stop training after N steps (default: the toy preset's 100)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="training seed (default: the toy preset's 42); the ring rate moves by several points with it")
+                   help="first training seed (default: the toy preset's 42); the demo trains from N, N+1 and N+2 "
+                        "and reports the mean, as one training's ring rate moves by ±10 points with the seed")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 8 test seeds, 2 seeds per base prompt, 50 detector images, a 30-step LR probe "
-                        "(figures not comparable)")
+                   help="smoke run: one training (seed N), 8 test seeds, 2 seeds per base prompt, 50 detector "
+                        "images, a 30-step LR probe and a 20-step range test (figures not comparable)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    quick = dict(seeds=TEST_SEEDS[:8], quality_seeds=2, detector_images=50, probe_steps=30) if args.quick else {}
+    quick = dict(seeds=TEST_SEEDS[:8], quality_seeds=2, detector_images=50, probe_steps=30, trainings=1,
+                 range_steps=20) if args.quick else {}
     result = run_demo(Path(args.output_dir), max_steps=max(0, args.steps or 0), device=torch.device(args.device),
                       train_seed=max(0, args.seed or 0),
                       say=lambda m: print(m, file=sys.stderr, flush=True), **quick)
