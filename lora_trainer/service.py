@@ -440,8 +440,8 @@ class Service:
             return {"images": files}
 
         return self._submit(name, "generate", {"prompts": prompts, "lora": lora, "weight": weight,
-                                               "seeds": list(seeds), "steps": steps, "size": size,
-                                               "sampler": sampler or self.samplers()[0]}, job)
+                                               "seeds": list(seeds), "steps": steps, "cfg_scale": cfg_scale,
+                                               "size": size, "sampler": sampler or self.samplers()[0]}, job)
 
     # ---- models a step can fetch (the model store) ------------------------------------------------
     def models_list(self) -> list[dict]:

@@ -120,3 +120,23 @@ def test_values_of_the_wrong_type_are_not_coerced(api):
     assert M.given(opts) == {"unet_lr": 1, "alpha": 64, "train_unet": False, "name": "x"}
     g = M.GenerateRequest(prompts=["a"], weight=1, cfg_scale=7)
     assert float(g.weight) == 1.0 and float(g.cfg_scale) == 7.0
+
+
+def test_generate_defaults_are_the_models_not_the_webuis(api):
+    """A generate request without steps or cfg_scale draws at the model's own values (the embedded toy model
+    samples at CFG 3; the API had CFG 7 and 20 steps built into its request model)."""
+    c, service = api["client"], api["service"]
+    want = service.sampling()
+    r = c.post("/projects/p/generate", json={"prompts": ["zkw, red"]})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    try:
+        cfg = c.get(f"/jobs/{job}").json()["config"]
+        assert (cfg["cfg_scale"], cfg["steps"]) == (want["cfg_scale"], want["steps"]), cfg
+        from lora_trainer.toy import model as toy_model
+
+        if toy_model.available():
+            assert cfg["cfg_scale"] == 3.0
+    finally:
+        c.post(f"/jobs/{job}/cancel")
+        service.runner.wait(job, 120)

@@ -195,8 +195,10 @@ class GenerateRequest(Strict):
     weight: strict_float(ge=-10.0, le=10.0) = 1.0
     negative: Text = ""
     seeds: List[conint(strict=True, ge=0, le=2**32 - 1)] = Field([0], description="one image per prompt and seed")
-    steps: conint(strict=True, ge=1, le=150) = 20
-    cfg_scale: strict_float(ge=0.0, le=30.0) = 7.0
+    steps: Optional[conint(strict=True, ge=1, le=150)] = Field(
+        None, description="denoising steps (omit: the model's, 20)")
+    cfg_scale: Optional[strict_float(ge=0.0, le=30.0)] = Field(
+        None, description="guidance scale (omit: the model's: 7 for an SD model, 3 for the toy model)")
     size: conint(strict=True, ge=0, le=2048, multiple_of=8) = Field(0, description="image side (0: the model's)")
     sampler: Optional[Str(min_length=1, max_length=64)] = Field(
         None, description="a sampler name from GET /samplers (omit: the first, the default)")

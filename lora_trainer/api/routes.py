@@ -224,8 +224,8 @@ def build_router(service, *, roots: Roots, limits: ApiLimits, auth_dep=None, aut
         else:
             lora, weight = lora_from_prompts(service, name, prompts, weight)
         return job_ref(service.generate(name, prompts, lora=lora, weight=weight, negative=req.get("negative", ""),
-                                        seeds=tuple(seeds), steps=req.get("steps", 20),
-                                        cfg_scale=req.get("cfg_scale", 7.0), size=req.get("size", 0),
+                                        seeds=tuple(seeds), steps=req.get("steps"),  # None: the model's (Service.sampling)
+                                        cfg_scale=req.get("cfg_scale"), size=req.get("size", 0),
                                         sampler=req.get("sampler")))
 
     # ---- captions --------------------------------------------------------------------------------
