@@ -626,3 +626,23 @@ def test_the_webui_keeps_no_copy_of_the_tabs_values(svc):
     start; every component of the tab carries the WebUI's opt-out."""
     blocks = build_tab(svc, {"host": "test"})
     assert all(getattr(b, "do_not_save_to_config", False) for b in blocks.blocks.values())
+
+
+def test_refresh_on_a_page_built_before_any_project_opens_the_project_not_nothing(tmp_path):
+    """In the real WebUI, script.js's onUiLoaded clicks ↻ as the page's load event runs. On a page built
+    while the workspace was empty the dropdown's own value is empty: ↻ must not put that back over the
+    project the load opened (seen in WebUI 1.10.1: an empty dropdown beside a project summary, and every
+    step answering 'no project is open')."""
+    svc = Service(tmp_path / "ws", StandaloneModels(device="cpu"))
+    try:
+        blocks = build_tab(svc, {"host": "test"})       # no project yet
+        p = parts_of(blocks)
+        svc.create_project("first", trigger="f", repeats=1)
+        p["ctx"].last_project = "first"                  # the load event opened it
+        out = handler(blocks, p["refresh"])("")          # ↻ with the page's empty value
+        assert out[0]["value"] == "first" and out[0]["choices"] == ["first"], out
+        svc.create_project("second", trigger="s", repeats=1)
+        assert handler(blocks, p["refresh"])("second")[0]["value"] == "second"  # a valid choice is kept
+        assert handler(blocks, p["refresh"])("gone")[0]["value"] == "first"     # a deleted one is not
+    finally:
+        svc.runner.shutdown()
