@@ -100,9 +100,15 @@ def probe_text(t, resolution, max_steps, fc: Optional[dict] = None) -> str:
     from ..training.plateau import PlateauRule
     from .common import fmt_seconds
 
-    line = t("The probe trains at **{res} px** for at most **{cap} steps** (it stops sooner, from about {least} "
-             "steps, once d·lr levels off), then {r} range-test steps.", res=int(resolution), cap=int(max_steps),
-             least=PlateauRule.window + PlateauRule.smooth - 1, r=RANGE_STEPS)
+    least = PlateauRule.window + PlateauRule.smooth - 1
+    if int(max_steps) > least:
+        line = t("The probe trains at **{res} px** for at most **{cap} steps** (it stops sooner, from about {least} "
+                 "steps, once d·lr levels off), then {r} range-test steps.", res=int(resolution), cap=int(max_steps),
+                 least=least, r=RANGE_STEPS)
+    else:  # a cap below the plateau rule's least: the probe always runs to the cap
+        line = t("The probe trains at **{res} px** for **{cap} steps** (a cap below the {least} steps the plateau "
+                 "rule needs: its value is where d·lr got by then), then {r} range-test steps.",
+                 res=int(resolution), cap=int(max_steps), least=least, r=RANGE_STEPS)
     if fc:
         sps = float(fc["seconds_per_step"])
         most = (int(max_steps) + 2 * RANGE_STEPS) * sps + float(fc.get("cache_seconds") or 0)  # a range step ≈ 2
