@@ -312,7 +312,7 @@ def test_estimate_step_shows_its_probe_size_and_step_cap(svc, tab):
     assert "**128 px**" in box and "**50 steps**" in box and msg == ""
     assert "stops sooner" in box
     box, _msg = handler(tab, est["max_steps"], "change")(64, 10)  # a cap below the plateau rule's least
-    assert "**10 steps**" in box and "stops sooner" not in box and "at most" not in box, box
+    assert "**10 steps**" in box and "stops sooner" not in box and "at most **" not in box, box
     box, msg = handler(tab, est["max_steps"], "change")(64, 0)
     assert msg.startswith("⚠") and "step cap" in msg
 
