@@ -441,7 +441,7 @@ def test_adding_images_names_refused_files_skips_duplicates_and_updates_the_head
     assert "**ivy**" in summary and "7 source images" in summary, summary
     assert "empty.jpg (empty file (0 bytes)" in msg and "notes.jpg (not an image" in msg, msg
     gallery, _sel, summary, msg = add_fn("ivy", [_file(f) for f in good[:3]])
-    assert len(gallery) == 7 and "0 image(s) added" in msg and "Already in the project, skipped:" in msg
+    assert len(gallery) == 7 and "0 image(s) added" in msg and "Exact duplicates, skipped:" in msg
     assert "pic0.png (exact duplicate of pic0.png, already in the project" in msg, msg
     assert "7 source images" in summary and svc.images("ivy", "source") == [f"pic{i}.png" for i in range(7)]
     # in Chinese too

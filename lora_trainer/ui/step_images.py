@@ -49,7 +49,8 @@ def add_images(service, t, project: Optional[str], files) -> list:
     if rep["rejected"]:
         lines.append("⚠ " + t("Not added:") + " " + _listing(t, rep["rejected"]))
     if rep.get("duplicates"):
-        lines.append(t("Already in the project, skipped:") + " " + _listing(t, rep["duplicates"]))
+        lines.append(t("Exact duplicates, skipped:") + " " + _listing(t, rep["duplicates"]))  # of the project
+        # or of another file of this upload: each reason says which
     return [gallery(service, name), "", project_summary(service, t, name), "\n\n".join(lines)]
 
 
