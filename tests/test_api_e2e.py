@@ -128,8 +128,9 @@ def test_full_run_over_http(api, tmp_path):
     assert est["unet_lr"] > 0 and est["steps"] <= 3 and est["proposed"]["unet_lr"] == est["unet_lr"]
     assert est["limited_by"] in ("plateau", "range test") and est["unet_lr"] <= est["plateau_lr"] * 1.01
     # 7. train a few steps at the estimated lr's neighbourhood (fast and visible)
+    # keep_state: step 11 plays a process that died after this run; a finished run otherwise deletes its state
     r = client.post("/projects/amy/train", json={"max_steps": 2, "optimizer": "AdamW", "unet_lr": 1e-2,
-                                                 "save_fractions": [0.5], **small})
+                                                 "save_fractions": [0.5], "keep_state": True, **small})
     job = r.json()["job"]
     st, seen = wait_job(client, job)
     assert st["status"] == "finished", st
