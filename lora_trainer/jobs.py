@@ -237,7 +237,8 @@ class JobRunner:
                 hint = f"this is a bug or an environment problem; details in {ctx.job_dir / 'error.log'}"
             self._finish(item.job_id, FAILED, error={"kind": "internal", "message": msg, "hint": hint})
         else:
-            result = result or {}
+            if not isinstance(result, dict):  # a job that returns a bare value still finishes, and the worker lives
+                result = {} if result is None else {"value": result}
             status = CANCELLED if result.get("cancelled") else FINISHED
             self._finish(item.job_id, status, result=json_safe(result))
         finally:

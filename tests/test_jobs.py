@@ -152,6 +152,17 @@ def test_listener_failure_does_not_break_jobs(tmp_path):
     r.shutdown()
 
 
+def test_a_job_returning_a_bare_value_finishes_and_the_runner_goes_on(tmp_path):
+    """``result.get`` on a job's ``True`` raised outside the job's try and killed the worker thread: every
+    later job then stayed queued."""
+    r = JobRunner(tmp_path)
+    a = r.submit("x", lambda ctx: True)
+    b = r.submit("x", lambda ctx: {"ok": 1})
+    assert r.wait(a, 10)["status"] == FINISHED and r.get(a)["result"] == {"value": True}
+    assert r.wait(b, 10)["status"] == FINISHED
+    r.shutdown()
+
+
 def test_lock_is_held_around_each_job(tmp_path):
     lock = threading.Lock()
     r = JobRunner(tmp_path, lock=lock)
