@@ -649,3 +649,30 @@ def test_refresh_on_a_page_built_before_any_project_opens_the_project_not_nothin
         assert handler(blocks, p["refresh"])("gone")[0]["value"] == "first"     # a deleted one is not
     finally:
         svc.runner.shutdown()
+
+
+def test_a_project_brings_back_its_last_probe_size_and_cap(tmp_path):
+    """The Estimate step's probe size and step cap come back with the project (from its newest estimate job),
+    so a reloaded page shows what the result beside them was measured with (seen in WebUI 1.10.1: 512/600
+    beside a result measured at 64 px and 10 steps)."""
+    from lora_trainer.ui import step_estimate
+
+    svc = Service(tmp_path / "ws", StandaloneModels(device="cpu"))
+    try:
+        svc.create_project("a", trigger="a", repeats=1)
+        svc.create_project("b", trigger="b", repeats=1)
+        job = svc._submit("a", "estimate", {"train": {"resolution": 64}, "rule": {"max_steps": 10}},
+                          lambda ctx: {"unet_lr": 1e-4, "text_encoder_lr": 1e-5})
+        svc.runner.wait(job, 30)
+        blocks = build_tab(svc, {"host": "test"})
+        p = parts_of(blocks)
+        est = p["steps"]["estimate"]
+        open_project, dep = handlers(blocks, p["ctx"].project, "change")[0]
+        out = dict(zip(dep["outputs"], open_project("a")))
+        assert out[est["resolution"]._id] == 64 and out[est["max_steps"]._id] == 10
+        assert "**64 px**" in out[est["probe"]._id] and "**10 steps**" in out[est["probe"]._id]
+        out = dict(zip(dep["outputs"], open_project("b")))  # no estimate yet: the model's defaults
+        d = step_estimate.probe_defaults(svc)
+        assert (out[est["resolution"]._id], out[est["max_steps"]._id]) == (d["resolution"], d["max_steps"])
+    finally:
+        svc.runner.shutdown()

@@ -81,6 +81,19 @@ def probe_defaults(service) -> dict:
             "max_steps": int(preset.get("probe_max_steps") or PlateauRule.max_steps)}
 
 
+def last_probe(service, project: Optional[str]) -> dict:
+    """The probe's size and step cap of this project's newest estimate (its job config), else the defaults:
+    a reloaded page shows what the result beside them was measured with."""
+    d = probe_defaults(service)
+    if project:
+        for st in reversed(project_jobs(service, project, KINDS)):
+            cfg = st.get("config") or {}
+            res, cap = (cfg.get("train") or {}).get("resolution"), (cfg.get("rule") or {}).get("max_steps")
+            if res and cap:
+                return {"resolution": int(res), "max_steps": int(cap)}
+    return d
+
+
 def probe_settings(resolution, max_steps) -> dict:
     """The two controls as ``Service.estimate``'s ``probe`` settings (refused when not whole numbers ≥ 1)."""
     from ..errors import UserError
@@ -195,7 +208,7 @@ def build(ctx: Ctx) -> dict:
                       "the step size d·lr until it levels off, then a range test caps it at the highest LR it "
                       "measured stable. It uses the Train step's settings at the probe's own size and step cap."),
                     elem_classes=["lt-help"])
-        d = probe_defaults(ctx.service)
+        d = last_probe(ctx.service, ctx.initial_project)
         with gr.Row():
             probe_res = gr.Number(value=d["resolution"], label=t("Probe size (px)"), precision=0,
                                   elem_id=ctx.tip("lt-estimate-resolution", "Image size the probe trains at; "
@@ -247,5 +260,8 @@ def wire(ctx: Ctx, parts: dict, steps: dict) -> None:
 def on_project(ctx: Ctx, parts: dict):
     def load(p):
         res = last_result(ctx.service, p)
-        return [*view(ctx.t, res), res, ""]
-    return [parts["plot"], parts["summary"], parts["use"], parts["state"], parts["msg"]], load
+        probe = last_probe(ctx.service, p)
+        return [*view(ctx.t, res), res, "", probe["resolution"], probe["max_steps"],
+                probe_text(ctx.t, probe["resolution"], probe["max_steps"])]
+    return [parts["plot"], parts["summary"], parts["use"], parts["state"], parts["msg"], parts["resolution"],
+            parts["max_steps"], parts["probe"]], load
