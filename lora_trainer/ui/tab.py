@@ -161,9 +161,11 @@ def _wire_projects(ctx: Ctx, blocks, steps: dict, summary, msg, refresh, new_nam
     # opens (shown_project). The WebUI's script clicks ↻ when its UI is up, the same moment as the load event:
     # with the page's value taken as it was, a page built before any project existed showed an empty dropdown
     # while the load event had opened a project, and every step then said "no project is open".
-    refresh.click(guard(2, t)(lambda p: [gr.update(choices=project_names(svc),
-                                                   value=p if p in project_names(svc) else shown_project(ctx, p)),
-                                         ""]), [ctx.project], [ctx.project, msg])
+    def refresh_projects(p):
+        names = project_names(svc)  # the workspace listed once (shown_project lists again only for a stale p)
+        return [gr.update(choices=names, value=p if p in names else shown_project(ctx, p)), ""]
+
+    refresh.click(guard(2, t)(refresh_projects), [ctx.project], [ctx.project, msg])
     # Every step shows the project in the dropdown. One callback fills them all: on a change of the
     # dropdown and when a page loads (a reload keeps no state; what it shows is rebuilt from the project).
     loaders = [(outs, guard(len(outs), t)(fn)) for outs, fn in (mod.on_project(ctx, steps[key])
